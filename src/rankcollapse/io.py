@@ -1,0 +1,81 @@
+"""Logging, atomic writes and run records shared by the workflow scripts."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def setup_logging(log_file: str | Path | None = None, level=logging.INFO):
+    """Send ``logging`` to the rule's log file (and stderr), replacing old handlers."""
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w"))
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    return logging.getLogger("rankcollapse")
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
+    """Write ``df`` to ``path`` through a temporary file, so no half file remains."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_json(obj, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def environment_record() -> dict:
+    """Software versions and hardware, recorded at run time for the methods page."""
+    import numpy
+    import torch
+    import transformers
+
+    rec = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pd.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        rec["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        import snakemake
+
+        rec["snakemake"] = snakemake.__version__
+    except Exception:  # noqa: BLE001 - the record is informative only
+        pass
+    return rec

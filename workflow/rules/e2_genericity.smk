@@ -1,0 +1,1 @@
+# E2 genericity (claim C2): not built yet.

@@ -1,0 +1,1 @@
+# E3 LayerNorm and affine rank (claim C1): not built yet.

@@ -1,0 +1,1 @@
+# E4 the attention-reachable subspace (claim C3): not built yet.

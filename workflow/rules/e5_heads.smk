@@ -1,0 +1,1 @@
+# E5 head-channel non-identifiability (claim C4): not built yet.

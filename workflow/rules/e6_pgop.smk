@@ -1,0 +1,1 @@
+# E6 PG-OP (claim C5): not built yet.

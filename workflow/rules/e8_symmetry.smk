@@ -1,0 +1,1 @@
+# E8 the symmetry table (claim C6): not built yet.

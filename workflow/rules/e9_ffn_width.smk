@@ -1,0 +1,1 @@
+# E9 feed-forward width (claim C7): not built yet.
