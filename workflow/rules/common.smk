@@ -2,9 +2,16 @@
 # `rule all`, `rule claims` and the book read. Rule files add to the registries.
 
 import re
+from snakemake.exceptions import WorkflowError
 from pathlib import Path
 
-MODELS = list(config["models"])
+MODELS = list(config["analyse"])
+for _name in MODELS:
+    if _name not in config["models"]:
+        raise WorkflowError(
+            f"config key analyse names {_name!r}, which is not in config key models "
+            f"(known: {sorted(config['models'])})"
+        )
 MODELS_DIR = config["models_dir"]
 REPO = Path(workflow.basedir)
 
@@ -16,7 +23,7 @@ VERDICT_FILES = {}
 
 
 wildcard_constraints:
-    model="|".join(map(re.escape, MODELS)) if MODELS else "^$",
+    model="|".join(map(re.escape, config["models"])),
 
 
 def model_dir(name):

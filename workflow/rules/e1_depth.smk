@@ -1,0 +1,1 @@
+# E1: rank collapse in depth (claim C2).
