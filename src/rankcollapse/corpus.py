@@ -90,9 +90,14 @@ def tokenise(lines: list[str], tokenizer, cfg: dict, max_positions: int):
 
 
 def batches(seqs: list[Sequence], batch_size: int, pad_id: int = 0):
-    """Yield ``(seq_ids, input_ids, attention_mask)`` padded batches in corpus order."""
-    for start in range(0, len(seqs), batch_size):
-        chunk = seqs[start:start + batch_size]
+    """Yield ``(seq_ids, input_ids, attention_mask)`` padded batches.
+
+    Sequences are grouped by length (stable sort) so that batches carry little
+    padding; ``seq_ids`` says which corpus sequence each row is.
+    """
+    ordered = sorted(seqs, key=lambda s: s.n)
+    for start in range(0, len(ordered), batch_size):
+        chunk = ordered[start:start + batch_size]
         width = max(s.n for s in chunk)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)

@@ -251,3 +251,22 @@ def layer_weights(layer, dtype=torch.float64) -> LayerWeights:
         beta2=ln2.bias.detach().to(dtype),
         eps2=ln2.eps,
     )
+
+
+def deeper_random(path: str | Path, n_layers: int, device: str = "auto"):
+    """A random-init model like the one at ``path`` but ``n_layers`` deep.
+
+    Drawn afresh from the configuration and seed recorded in its provenance, so
+    the stack can be followed past the model's own depth.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    prov = provenance(path)
+    if prov.get("init") != "random":
+        raise ValueError(f"{path} is not a random-init model; cannot draw it deeper")
+    config = AutoConfig.from_pretrained(path)
+    config.num_hidden_layers = n_layers
+    set_determinism()
+    torch.manual_seed(int(prov["seed"]))
+    model = AutoModel.from_config(config, attn_implementation="eager")
+    return model.to(resolve_device(device)).eval()
