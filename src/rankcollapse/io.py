@@ -24,7 +24,14 @@ def setup_logging(log_file: str | Path | None = None, level=logging.INFO):
         handlers=handlers,
         force=True,
     )
-    return logging.getLogger("rankcollapse")
+    log = logging.getLogger("rankcollapse")
+
+    # An uncaught error ends up in the rule's log too, not only on the console.
+    def excepthook(kind, value, tb):
+        log.error("%s: %s", kind.__name__, value, exc_info=(kind, value, tb))
+
+    sys.excepthook = excepthook
+    return log
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path) -> None:

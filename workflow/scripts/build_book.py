@@ -8,6 +8,7 @@ the build has succeeded.
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,9 +21,12 @@ results = Path(snakemake.params.results).resolve()
 with tempfile.TemporaryDirectory(prefix="book-") as scratch:
     src = Path(scratch) / "src"
     shutil.copytree(snakemake.params.src, src)
-    env = dict(os.environ, RANKCOLLAPSE_RESULTS=str(results), HF_HUB_OFFLINE="1")
-    cmd = ["jupyter-book", "build", "--warningiserror", "--keep-going",
-           "--path-output", scratch, str(src)]
+    # The kernels that execute the pages run this interpreter's environment.
+    bindir = str(Path(sys.executable).parent)
+    env = dict(os.environ, RANKCOLLAPSE_RESULTS=str(results), HF_HUB_OFFLINE="1",
+               PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
+    cmd = [str(Path(bindir) / "jupyter-book"), "build", "--warningiserror",
+           "--keep-going", "--path-output", scratch, str(src)]
     log.info("running %s", " ".join(cmd))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     log.info("jupyter-book output:\n%s\n%s", proc.stdout, proc.stderr)
