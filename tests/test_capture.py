@@ -6,8 +6,10 @@ import torch
 from rankcollapse import capture, corpus
 from rankcollapse.models import layer_weights
 
-SENTENCES = ["Rain again this afternoon.",
-             "The kettle is already boiling, so fold the towels in thirds and wait."]
+SENTENCES = [
+    "Rain again this afternoon.",
+    "The kettle is already boiling, so fold the towels in thirds and wait.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -16,8 +18,12 @@ def captured(minilm, tokenizer):
     ids, ib, mask = next(corpus.batches(seqs, 8))
     recs = capture.run_and_capture(minilm, ib, mask)
     with torch.no_grad():
-        out = minilm(input_ids=ib, attention_mask=mask, output_hidden_states=True,
-                     output_attentions=True)
+        out = minilm(
+            input_ids=ib,
+            attention_mask=mask,
+            output_hidden_states=True,
+            output_attentions=True,
+        )
     return seqs, ids, mask, recs, out
 
 
@@ -38,8 +44,9 @@ def test_sites_match_library_hidden_states(captured):
         assert torch.equal(rec["embed.out"], out.hidden_states[0][b, :n])
         for l in range(6):
             assert torch.equal(rec[f"blocks.{l}.out"], out.hidden_states[l + 1][b, :n])
-            assert torch.equal(rec[f"blocks.{l}.attn.probs"],
-                               out.attentions[l][b, :, :n, :n])
+            assert torch.equal(
+                rec[f"blocks.{l}.attn.probs"], out.attentions[l][b, :, :n, :n]
+            )
 
 
 def test_block_rebuilt_from_sites_reproduces_library(captured, minilm):
@@ -53,8 +60,9 @@ def test_block_rebuilt_from_sites_reproduces_library(captured, minilm):
             x = rec[f"blocks.{l}.in"].double()
             z = rec[f"blocks.{l}.attn.z"].double()  # (n, H, d_k)
             mixed = torch.einsum("nhk,hkd->nd", z, w.W_O) + w.b_O
-            assert torch.allclose(mixed, rec[f"blocks.{l}.attn.out"].double(),
-                                  atol=1e-5)
+            assert torch.allclose(
+                mixed, rec[f"blocks.{l}.attn.out"].double(), atol=1e-5
+            )
             ln = torch.nn.functional.layer_norm
             h1 = ln(x + mixed, (384,), w.gamma1, w.beta1, w.eps1)
             assert torch.allclose(h1, rec[f"blocks.{l}.ln1.out"].double(), atol=1e-4)

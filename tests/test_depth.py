@@ -23,9 +23,10 @@ def test_full_variant_reproduces_library_hidden_states(minilm, batch):
         assert torch.equal(ours[:, b, :n], ref[:, b, :n])
 
 
-@pytest.mark.parametrize("surgery,variant", [("san", "attn+ln"),
-                                             ("san+mlp", "attn+mlp"),
-                                             ("san+skip", "attn+res+ln")])
+@pytest.mark.parametrize(
+    "surgery,variant",
+    [("san", "attn+ln"), ("san+mlp", "attn+mlp"), ("san+skip", "attn+res+ln")],
+)
 def test_dong_surgeries_equal_our_rewiring(minilm, batch, surgery, variant):
     _, ids, mask = batch
     ours = depth.run_variant(minilm, ids, mask, variant)
@@ -61,16 +62,28 @@ def test_unknown_variant_is_named(tiny_bert):
 
 
 def _last(rows):
-    return pd.DataFrame(rows, columns=["model", "init", "variant", "layer",
-                                       "res_ratio_median", "affine_rank_median",
-                                       "collapsed"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "model",
+            "init",
+            "variant",
+            "layer",
+            "res_ratio_median",
+            "affine_rank_median",
+            "collapsed",
+        ],
+    )
 
 
 def test_verdict_outcomes():
     """Hand-made last-layer tables give each of the three outcomes."""
     checks = pd.DataFrame({"max_abs_diff": [0.0]})
-    held = [("a", "p", "attn+res", 6, 0.3, 5, False), ("b", "r", "attn+res", 6,
-            0.4, 5, False), ("a", "p", "attn", 6, 1e-7, 0, True)]
+    held = [
+        ("a", "p", "attn+res", 6, 0.3, 5, False),
+        ("b", "r", "attn+res", 6, 0.4, 5, False),
+        ("a", "p", "attn", 6, 1e-7, 0, True),
+    ]
     assert depth.verdict_c2_depth(_last(held), checks, []).verdict == "confirmed"
     mixed = held[:1] + [("b", "r", "attn+res+ln", 6, 1e-5, 0, True)]
     v = depth.verdict_c2_depth(_last(mixed), checks, [])
@@ -82,15 +95,32 @@ def test_verdict_outcomes():
 def test_last_layer_flags_collapse_by_rule():
     """Ratio below the threshold or affine rank at most 1 counts as collapse."""
     rows = []
-    for variant, ratio, arank in (("attn", 1e-9, 3), ("attn+res", 0.5, 3),
-                                  ("attn+ln", 0.5, 1)):
+    for variant, ratio, arank in (
+        ("attn", 1e-9, 3),
+        ("attn+res", 0.5, 3),
+        ("attn+ln", 0.5, 1),
+    ):
         for layer, (r, a) in enumerate(((0.9, 3), (ratio, arank))):
-            for metric, value in (("res_ratio", r), ("affine_rank", a),
-                                  ("res_ratio_fro", r), ("rank", 4),
-                                  ("effective_rank", 2.0)):
-                rows.append({"model": "m", "init": "p", "variant": variant,
-                             "layer": layer, "metric": metric, "median": value,
-                             "q25": value, "q75": value, "n_sequences": 1})
+            for metric, value in (
+                ("res_ratio", r),
+                ("affine_rank", a),
+                ("res_ratio_fro", r),
+                ("rank", 4),
+                ("effective_rank", 2.0),
+            ):
+                rows.append(
+                    {
+                        "model": "m",
+                        "init": "p",
+                        "variant": variant,
+                        "layer": layer,
+                        "metric": metric,
+                        "median": value,
+                        "q25": value,
+                        "q75": value,
+                        "n_sequences": 1,
+                    }
+                )
     last = depth.last_layer(pd.DataFrame(rows), collapse_ratio=1e-3)
     flags = dict(zip(last.variant, last.collapsed, strict=True))
     assert flags == {"attn": True, "attn+res": False, "attn+ln": True}

@@ -76,8 +76,10 @@ def test_batched_equals_one_by_one():
 
 
 @settings(max_examples=40, deadline=None)
-@given(arrays(np.float64, (6, 5), elements=st.floats(-10, 10)),
-       arrays(np.float64, (5,), elements=st.floats(-10, 10)))
+@given(
+    arrays(np.float64, (6, 5), elements=st.floats(-10, 10)),
+    arrays(np.float64, (5,), elements=st.floats(-10, 10)),
+)
 def test_centring_is_invariant_to_translation(x, c):
     """Residual (centred matrix) does not change when every token moves by c."""
     x = torch.tensor(x)

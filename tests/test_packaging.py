@@ -21,8 +21,11 @@ def test_environment_lists_every_dependency():
 
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = {_name(d) for d in env["dependencies"] if isinstance(d, str)}
-    pip = {_name(d) for d in next(d["pip"] for d in env["dependencies"]
-                                  if isinstance(d, dict)) if not d.startswith("-e")}
+    pip = {
+        _name(d)
+        for d in next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+        if not d.startswith("-e")
+    }
     have = conda | pip
     missing = {w for w in wanted if w not in have and CONDA_NAMES.get(w) not in have}
     assert not missing, f"environment.yml lacks {sorted(missing)}"

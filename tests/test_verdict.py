@@ -7,7 +7,8 @@ from rankcollapse.verdict import CLAIMS, Verdict, merge
 
 def test_merge_fills_missing_claims_with_not_run(tmp_path):
     Verdict("C1", "qualified", "holds off F4", evidence={"x": 1.5}).write(
-        tmp_path / "C1.json")
+        tmp_path / "C1.json"
+    )
     out = merge([tmp_path / "C1.json"])
     assert list(out) == list(CLAIMS)
     assert out["C1"]["verdict"] == "qualified" and out["C1"]["evidence"] == {"x": 1.5}

@@ -18,9 +18,22 @@ pytestmark = pytest.mark.slow
 
 def snakemake(workdir, *args, config=ROOT / "config" / "test.yaml", check=True):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.run([*SNAKEMAKE, "--cores", "2", "--configfile", str(config),
-                           "-d", str(workdir), *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "--cores",
+            "2",
+            "--configfile",
+            str(config),
+            "-d",
+            str(workdir),
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {args} failed:\n{proc.stderr[-4000:]}")
     return proc
@@ -80,8 +93,11 @@ def test_missing_model_fails_and_names_it(tmp_path):
     cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
     cfg["analyse"] = ["ghost"]
     cfg["models"]["ghost"] = {
-        "source": "hub", "label": "ghost", "repo_id": "nobody/ghost-model",
-        "revision": "0" * 40}
+        "source": "hub",
+        "label": "ghost",
+        "repo_id": "nobody/ghost-model",
+        "revision": "0" * 40,
+    }
     (tmp_path / "ghost.yaml").write_text(yaml.safe_dump(cfg))
     env_cache = tmp_path / "empty-cache"
     env_cache.mkdir()

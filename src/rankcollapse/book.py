@@ -33,8 +33,12 @@ def claims() -> dict:
 def claim_table() -> None:
     """The overview table: claim, abstract's words, verdict, one-line summary."""
     rows = [
-        {"claim": cid, "statement": v["claim_text"],
-         "verdict": BADGE[v["verdict"]], "summary": v["summary"]}
+        {
+            "claim": cid,
+            "statement": v["claim_text"],
+            "verdict": BADGE[v["verdict"]],
+            "summary": v["summary"],
+        }
         for cid, v in claims().items()
     ]
     display(Markdown(pd.DataFrame(rows).to_markdown(index=False)))

@@ -22,21 +22,30 @@ import fnmatch
 
 import torch
 
-LAYER_SITES = ("in", "attn.probs", "attn.z", "attn.out", "ln1.in", "ln1.out",
-               "mlp.out", "ln2.in", "out")
+LAYER_SITES = (
+    "in",
+    "attn.probs",
+    "attn.z",
+    "attn.out",
+    "ln1.in",
+    "ln1.out",
+    "mlp.out",
+    "ln2.in",
+    "out",
+)
 EMBED_SITES = ("embed.ln.in", "embed.out")
 
 
 def all_sites(n_layers: int) -> list[str]:
-    return list(EMBED_SITES) + [f"blocks.{l}.{s}" for l in range(n_layers)
-                                for s in LAYER_SITES]
+    return list(EMBED_SITES) + [
+        f"blocks.{l}.{s}" for l in range(n_layers) for s in LAYER_SITES
+    ]
 
 
 def _hook_table(model):
     """(site, module, kind, pick) for every site; kind is 'pre' or 'post'."""
     emb = model.embeddings
-    rows = [("embed.ln.in", emb.LayerNorm, "pre", 0),
-            ("embed.out", emb, "post", None)]
+    rows = [("embed.ln.in", emb.LayerNorm, "pre", 0), ("embed.out", emb, "post", None)]
     for l, layer in enumerate(model.encoder.layer):
         attn = layer.attention
         p = f"blocks.{l}."
@@ -63,8 +72,11 @@ class Capture:
 
     def __init__(self, model, sites: list[str] | str = "*"):
         patterns = [sites] if isinstance(sites, str) else list(sites)
-        self.table = [row for row in _hook_table(model)
-                      if any(fnmatch.fnmatchcase(row[0], p) for p in patterns)]
+        self.table = [
+            row
+            for row in _hook_table(model)
+            if any(fnmatch.fnmatchcase(row[0], p) for p in patterns)
+        ]
         if not self.table:
             raise ValueError(f"no site matches {patterns}; see rankcollapse.capture")
         self.n_heads = model.config.num_attention_heads
@@ -74,15 +86,19 @@ class Capture:
     def __enter__(self):
         for site, module, kind, pick in self.table:
             if kind == "pre":
+
                 def hook(mod, args, site=site, pick=pick):
                     self.store[site] = args[pick].detach()
+
                 self._handles.append(module.register_forward_pre_hook(hook))
             else:
+
                 def hook(mod, args, output, site=site, pick=pick):
                     out = output if pick is None else output[pick]
                     if isinstance(out, tuple):
                         out = out[0]
                     self.store[site] = out.detach()
+
                 self._handles.append(module.register_forward_hook(hook))
         return self
 
@@ -111,6 +127,5 @@ def run_and_capture(model, input_ids, attention_mask, sites="*") -> list[dict]:
     """One forward pass of ``model`` recording ``sites``; one dict per sequence."""
     device = next(model.parameters()).device
     with Capture(model, sites) as cap:
-        model(input_ids=input_ids.to(device),
-              attention_mask=attention_mask.to(device))
+        model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device))
     return cap.per_sequence(attention_mask)

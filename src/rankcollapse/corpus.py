@@ -39,8 +39,9 @@ def read_lines(path: str | Path | None = None) -> list[str]:
     path = Path(path) if path else shipped_corpus_path()
     if not path.is_file():
         raise CorpusError(f"corpus.path: no file at {path}")
-    return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
-            if ln.strip()]
+    return [
+        ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()
+    ]
 
 
 def tokenise(lines: list[str], tokenizer, cfg: dict, max_positions: int):
@@ -64,8 +65,11 @@ def tokenise(lines: list[str], tokenizer, cfg: dict, max_positions: int):
                         f"model's {max_positions} positions; shorten it or set "
                         "corpus.too_long: truncate"
                     )
-                ids = ids[: max_positions - 1] + ids[-1:] if special else ids[
-                    :max_positions]
+                ids = (
+                    ids[: max_positions - 1] + ids[-1:]
+                    if special
+                    else ids[:max_positions]
+                )
             seqs.append(Sequence(i, ids))
     elif mode == "fixed_length":
         length = int(cfg["fixed_length"])
@@ -75,11 +79,14 @@ def tokenise(lines: list[str], tokenizer, cfg: dict, max_positions: int):
                 "positions"
             )
         body = length - 2 if special else length
-        stream = [t for line in lines
-                  for t in tokenizer(line, add_special_tokens=False)["input_ids"]]
+        stream = [
+            t
+            for line in lines
+            for t in tokenizer(line, add_special_tokens=False)["input_ids"]
+        ]
         seqs = []
         for k in range(len(stream) // body):
-            ids = stream[k * body:(k + 1) * body]
+            ids = stream[k * body : (k + 1) * body]
             if special:
                 ids = [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]
             seqs.append(Sequence(k, ids))
@@ -97,7 +104,7 @@ def batches(seqs: list[Sequence], batch_size: int, pad_id: int = 0):
     """
     ordered = sorted(seqs, key=lambda s: s.n)
     for start in range(0, len(ordered), batch_size):
-        chunk = ordered[start:start + batch_size]
+        chunk = ordered[start : start + batch_size]
         width = max(s.n for s in chunk)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)

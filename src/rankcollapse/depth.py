@@ -153,8 +153,16 @@ def depth_rows(states, lengths, seq_ids, keys: dict, rtols) -> list[dict]:
         m = token_metrics(states[:, b, :n], rtols)  # each value: (L + 1,)
         for metric, values in m.items():
             for layer, value in enumerate(values.tolist()):
-                rows.append({**keys, "seq_id": seq_id, "n": n, "layer": layer,
-                             "metric": metric, "value": float(value)})
+                rows.append(
+                    {
+                        **keys,
+                        "seq_id": seq_id,
+                        "n": n,
+                        "layer": layer,
+                        "metric": metric,
+                        "value": float(value),
+                    }
+                )
     return rows
 
 
@@ -165,8 +173,17 @@ def spectrum_rows(states, lengths, seq_ids, keys: dict) -> list[dict]:
         s, sc = spectra(states[:, b, :n])
         for kind, spec in (("X", s), ("centred", sc)):
             for layer, values in enumerate(spec.tolist()):
-                rows += [{**keys, "seq_id": seq_id, "layer": layer, "kind": kind,
-                          "index": i, "value": v} for i, v in enumerate(values)]
+                rows += [
+                    {
+                        **keys,
+                        "seq_id": seq_id,
+                        "layer": layer,
+                        "kind": kind,
+                        "index": i,
+                        "value": v,
+                    }
+                    for i, v in enumerate(values)
+                ]
     return rows
 
 
@@ -187,27 +204,45 @@ def last_layer(summary: pd.DataFrame, collapse_ratio: float) -> pd.DataFrame:
     A variant has collapsed when the median residual ratio is below
     ``collapse_ratio`` or the median affine rank is at most 1.
     """
-    wide = summary.pivot_table(index=["model", "init", "variant", "layer"],
-                               columns="metric", values="median").reset_index()
+    wide = summary.pivot_table(
+        index=["model", "init", "variant", "layer"], columns="metric", values="median"
+    ).reset_index()
     x0 = wide[wide.layer == 0].set_index(["model", "variant"])["affine_rank"]
     deepest = wide.loc[wide.groupby(["model", "variant"]).layer.idxmax()].copy()
     deepest["input_affine_rank_median"] = [
-        x0[(m, v)] for m, v in zip(deepest.model, deepest.variant, strict=True)]
-    deepest = deepest.rename(columns={"res_ratio": "res_ratio_median",
-                                      "res_ratio_fro": "res_ratio_fro_median",
-                                      "affine_rank": "affine_rank_median",
-                                      "rank": "rank_median",
-                                      "effective_rank": "effective_rank_median"})
+        x0[(m, v)] for m, v in zip(deepest.model, deepest.variant, strict=True)
+    ]
+    deepest = deepest.rename(
+        columns={
+            "res_ratio": "res_ratio_median",
+            "res_ratio_fro": "res_ratio_fro_median",
+            "affine_rank": "affine_rank_median",
+            "rank": "rank_median",
+            "effective_rank": "effective_rank_median",
+        }
+    )
     deepest["collapsed"] = (deepest.res_ratio_median < collapse_ratio) | (
-        deepest.affine_rank_median <= 1)
-    cols = ["model", "init", "variant", "layer", "res_ratio_median",
-            "res_ratio_fro_median", "affine_rank_median", "input_affine_rank_median",
-            "rank_median", "effective_rank_median", "collapsed"]
+        deepest.affine_rank_median <= 1
+    )
+    cols = [
+        "model",
+        "init",
+        "variant",
+        "layer",
+        "res_ratio_median",
+        "res_ratio_fro_median",
+        "affine_rank_median",
+        "input_affine_rank_median",
+        "rank_median",
+        "effective_rank_median",
+        "collapsed",
+    ]
     return deepest[cols].sort_values(["model", "variant"]).reset_index(drop=True)
 
 
-def verdict_c2_depth(last: pd.DataFrame, full_check: pd.DataFrame,
-                     files: list[str]) -> Verdict:
+def verdict_c2_depth(
+    last: pd.DataFrame, full_check: pd.DataFrame, files: list[str]
+) -> Verdict:
     """C2's depth evidence: residual variants without MLP keep rank in every model.
 
     ``confirmed``: no model's ``attn+res`` or ``attn+res+ln`` collapsed.
@@ -225,24 +260,36 @@ def verdict_c2_depth(last: pd.DataFrame, full_check: pd.DataFrame,
     failed = sorted(per_model.index[per_model])
     evidence = {
         "residual_collapsed": {
-            f"{r.model}/{r.variant}": bool(r.collapsed) for r in residual.itertuples()},
+            f"{r.model}/{r.variant}": bool(r.collapsed) for r in residual.itertuples()
+        },
         "residual_ratio_last_layer": {
-            f"{r.model}/{r.variant}": r.res_ratio_median for r in residual.itertuples()},
+            f"{r.model}/{r.variant}": r.res_ratio_median for r in residual.itertuples()
+        },
         "pure_attention_collapsed": {
-            f"{r.model}/{r.variant}": bool(r.collapsed) for r in pure.itertuples()},
+            f"{r.model}/{r.variant}": bool(r.collapsed) for r in pure.itertuples()
+        },
         "full_matches_library_max_abs": float(full_check["max_abs_diff"].max())
-        if len(full_check) else None,
+        if len(full_check)
+        else None,
     }
     if not failed:
-        v, s = "confirmed", (
-            "With residual connections and no MLP, no model collapsed at its deepest "
-            f"layer ({', '.join(held)}).")
+        outcome = "confirmed"
+        summary = (
+            f"With residual connections and no MLP, no model collapsed at "
+            f"its deepest layer ({', '.join(held)})."
+        )
     elif held:
-        v, s = "qualified", (
-            f"Residual stacks without MLP kept their rank in {', '.join(held)} but "
-            f"collapsed in {', '.join(failed)}.")
+        outcome = "qualified"
+        summary = (
+            f"Residual stacks without MLP kept their rank in "
+            f"{', '.join(held)} but collapsed in {', '.join(failed)}."
+        )
     else:
-        v, s = "not supported", (
+        outcome = "not supported"
+        summary = (
             "Residual stacks without MLP collapsed in every model: "
-            f"{', '.join(failed)}.")
-    return Verdict("C2", v, s, evidence=evidence, files=files, experiments=["E1"])
+            f"{', '.join(failed)}."
+        )
+    return Verdict(
+        "C2", outcome, summary, evidence=evidence, files=files, experiments=["E1"]
+    )

@@ -49,7 +49,9 @@ def fetch_model(name: str, spec: dict, out_dir: str | Path, models_dir=None) -> 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        provenance = fetchers[source](name, spec, tmp, Path(models_dir or out_dir.parent))
+        provenance = fetchers[source](
+            name, spec, tmp, Path(models_dir or out_dir.parent)
+        )
         provenance = {"name": name, "source": source, **provenance}
         (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
         if out_dir.exists():
@@ -74,8 +76,13 @@ def _fetch_hub(name, spec, tmp: Path, models_dir: Path) -> dict:
             revision=revision,
             allow_patterns=spec.get(
                 "allow_patterns",
-                ["config.json", "*.safetensors", "tokenizer*", "vocab.txt",
-                 "special_tokens_map.json"],
+                [
+                    "config.json",
+                    "*.safetensors",
+                    "tokenizer*",
+                    "vocab.txt",
+                    "special_tokens_map.json",
+                ],
             ),
         )
     except LocalEntryNotFoundError as err:
@@ -124,8 +131,12 @@ def _fetch_random(name, spec, tmp: Path, models_dir: Path) -> dict:
                 f"models.{name}.tokenizer_from names {tok_from!r}, not fetched at {src}"
             )
         AutoTokenizer.from_pretrained(src).save_pretrained(tmp)
-    return {"architecture": arch, "seed": seed, "init": "random",
-            "tokenizer_from": tok_from}
+    return {
+        "architecture": arch,
+        "seed": seed,
+        "init": "random",
+        "tokenizer_from": tok_from,
+    }
 
 
 def _copy_tree(src: Path, dst: Path) -> None:

@@ -11,15 +11,15 @@ rule e1_depth:
         checks="results/e1/{model}/checks.parquet",
     log:
         "logs/e1_depth/{model}.log",
+    threads: 1
+    resources:
+        gpu=config["gpu_per_job"],
     params:
         model=lambda wc: wc.model,
         e1=config["e1"],
         corpus=config["corpus"],
         rtols=config["tolerances"]["rtols"],
         device=config["device"],
-    threads: 1
-    resources:
-        gpu=config["gpu_per_job"],
     script:
         "../scripts/e1_depth.py"
 

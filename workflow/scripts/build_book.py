@@ -23,10 +23,21 @@ with tempfile.TemporaryDirectory(prefix="book-") as scratch:
     shutil.copytree(snakemake.params.src, src)
     # The kernels that execute the pages run this interpreter's environment.
     bindir = str(Path(sys.executable).parent)
-    env = dict(os.environ, RANKCOLLAPSE_RESULTS=str(results), HF_HUB_OFFLINE="1",
-               PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
-    cmd = [str(Path(bindir) / "jupyter-book"), "build", "--warningiserror",
-           "--keep-going", "--path-output", scratch, str(src)]
+    env = dict(
+        os.environ,
+        RANKCOLLAPSE_RESULTS=str(results),
+        HF_HUB_OFFLINE="1",
+        PATH=bindir + os.pathsep + os.environ.get("PATH", ""),
+    )
+    cmd = [
+        str(Path(bindir) / "jupyter-book"),
+        "build",
+        "--warningiserror",
+        "--keep-going",
+        "--path-output",
+        scratch,
+        str(src),
+    ]
     log.info("running %s", " ".join(cmd))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     log.info("jupyter-book output:\n%s\n%s", proc.stdout, proc.stderr)

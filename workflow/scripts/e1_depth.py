@@ -17,21 +17,30 @@ prov = models.provenance(model_path)
 model = models.load_model(model_path, p.device)
 if prov["init"] == "random" and p.e1["random_depth"] > model.config.num_hidden_layers:
     model = models.deeper_random(model_path, p.e1["random_depth"], p.device)
-log.info("%s: %d layers, init %s", p.model, model.config.num_hidden_layers,
-         prov["init"])
+log.info(
+    "%s: %d layers, init %s", p.model, model.config.num_hidden_layers, prov["init"]
+)
 
 # The corpus in this model's tokens.
 tokenizer = models.load_tokenizer(model_path)
-seqs = corpus.tokenise(corpus.read_lines(p.corpus.get("path")), tokenizer, p.corpus,
-                       model.config.max_position_embeddings)
+seqs = corpus.tokenise(
+    corpus.read_lines(p.corpus.get("path")),
+    tokenizer,
+    p.corpus,
+    model.config.max_position_embeddings,
+)
 surgeries = {f"dong:{s}": depth.dong_surgery(model, s) for s in p.e1["dong_surgeries"]}
-same_as = {"dong:san": "attn+ln", "dong:san+mlp": "attn+mlp",
-           "dong:san+skip": "attn+res+ln"}
+same_as = {
+    "dong:san": "attn+ln",
+    "dong:san+mlp": "attn+mlp",
+    "dong:san+skip": "attn+res+ln",
+}
 
 rows, spectra, checks = [], [], []
 n_spectra = p.e1["spectra_sequences"]
-for seq_ids, ids, mask in tqdm(list(corpus.batches(seqs, p.corpus["batch_size"])),
-                               desc=f"E1 {p.model}"):
+for seq_ids, ids, mask in tqdm(
+    list(corpus.batches(seqs, p.corpus["batch_size"])), desc=f"E1 {p.model}"
+):
     lengths = mask.sum(1).tolist()
     states = {v: depth.run_variant(model, ids, mask, v) for v in p.e1["variants"]}
     states.update({s: depth.run_library(m, ids, mask) for s, m in surgeries.items()})
@@ -47,8 +56,14 @@ for seq_ids, ids, mask in tqdm(list(corpus.batches(seqs, p.corpus["batch_size"])
             continue
         for b, n in enumerate(lengths):
             diff = (ours[:, b, :n] - ref[:, b, :n]).abs().max().item()
-            checks.append({"model": p.model, "seq_id": seq_ids[b], "check": check,
-                           "max_abs_diff": diff})
+            checks.append(
+                {
+                    "model": p.model,
+                    "seq_id": seq_ids[b],
+                    "check": check,
+                    "max_abs_diff": diff,
+                }
+            )
 
     for variant, st in states.items():
         keys = {"model": p.model, "init": prov["init"], "variant": variant}
@@ -56,11 +71,17 @@ for seq_ids, ids, mask in tqdm(list(corpus.batches(seqs, p.corpus["batch_size"])
         keep = [b for b, s in enumerate(seq_ids) if s < n_spectra]
         if keep:
             spectra += depth.spectrum_rows(
-                st[:, keep], [lengths[b] for b in keep], [seq_ids[b] for b in keep],
-                keys)
+                st[:, keep],
+                [lengths[b] for b in keep],
+                [seq_ids[b] for b in keep],
+                keys,
+            )
 
 write_parquet(pd.DataFrame(rows), snakemake.output.depth)
 write_parquet(pd.DataFrame(spectra), snakemake.output.spectra)
 write_parquet(pd.DataFrame(checks), snakemake.output.checks)
-log.info("%d rows; largest check difference %.3g", len(rows),
-         max(c["max_abs_diff"] for c in checks))
+log.info(
+    "%d rows; largest check difference %.3g",
+    len(rows),
+    max(c["max_abs_diff"] for c in checks),
+)

@@ -11,8 +11,11 @@ p = snakemake.params
 frames = [pd.read_parquet(f) for f in snakemake.input.depth]
 data = pd.concat(frames, ignore_index=True)
 data["model"] = data["model"].map(p.labels)
-order = [v for v in (*depth.VARIANTS, *(f"dong:{s}" for s in depth.DONG_SURGERIES))
-         if v in set(data.variant)]
+order = [
+    v
+    for v in (*depth.VARIANTS, *(f"dong:{s}" for s in depth.DONG_SURGERIES))
+    if v in set(data.variant)
+]
 
 # Summary over sequences, and the deepest layer per model and variant.
 summary = depth.summarise(data)
@@ -30,9 +33,16 @@ for metric, out, label, logy in (
     ("res_ratio", snakemake.output.residual, "residual ratio (composite norm)", True),
     ("affine_rank", snakemake.output.rank, "affine rank", False),
 ):
-    g = plotting.band_plot(ours[ours.metric == metric], x="layer", hue="variant",
-                           col="model", row=None, ylabel=label, logy=logy,
-                           hue_order=hue)
+    g = plotting.band_plot(
+        ours[ours.metric == metric],
+        x="layer",
+        hue="variant",
+        col="model",
+        row=None,
+        ylabel=label,
+        logy=logy,
+        hue_order=hue,
+    )
     plotting.save(g.figure, out)
 
 # Doubly exponential decay: log(-log ratio) against depth, per sequence then median.
@@ -42,8 +52,14 @@ pure["loglog"] = np.log(-np.log(pure.value))
 g = pure.groupby(["model", "variant", "layer"])["loglog"]
 loglog = g.median().rename("median").to_frame()
 loglog["q25"], loglog["q75"] = g.quantile(0.25), g.quantile(0.75)
-fg = plotting.band_plot(loglog.reset_index(), x="layer", hue="variant", col="model",
-                        row=None, ylabel="log(-log residual ratio)")
+fg = plotting.band_plot(
+    loglog.reset_index(),
+    x="layer",
+    hue="variant",
+    col="model",
+    row=None,
+    ylabel="log(-log residual ratio)",
+)
 plotting.save(fg.figure, snakemake.output.loglog)
 
 # C2's evidence from depth.
