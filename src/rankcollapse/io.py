@@ -86,3 +86,48 @@ def environment_record() -> dict:
     except Exception:  # noqa: BLE001 - the record is informative only
         pass
     return rec
+
+
+class ParquetAppender:
+    """Write a parquet file one batch (row group) at a time, so memory stays
+    bounded by the batch; the file appears under its name only when closed
+    without error.
+
+        with ParquetAppender(path) as out:
+            for rows in batches:
+                out.append(rows)
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp")
+        self.writer = None
+        self.schema = None
+
+    def append(self, rows: list[dict] | pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+        if df.empty:
+            return
+        table = pa.Table.from_pandas(df, schema=self.schema, preserve_index=False)
+        if self.writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.schema = table.schema
+            self.writer = pq.ParquetWriter(self.tmp, self.schema)
+        self.writer.write_table(table)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        if self.writer is not None:
+            self.writer.close()
+        if kind is not None:
+            self.tmp.unlink(missing_ok=True)
+            return False
+        if self.writer is None:  # nothing appended: an empty table
+            pd.DataFrame().to_parquet(self.tmp)
+        os.replace(self.tmp, self.path)
+        return False
