@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -146,24 +147,26 @@ def run_library(model, input_ids, attention_mask) -> torch.Tensor:
 # Tables.
 
 
-def depth_rows(states, lengths, seq_ids, keys: dict, rtols) -> list[dict]:
+def depth_rows(states, lengths, seq_ids, keys: dict, rtols) -> pd.DataFrame:
     """Long rows (one per sequence, layer, metric) from states (L + 1, B, n, d)."""
-    rows = []
+    frames = []
     for b, (n, seq_id) in enumerate(zip(lengths, seq_ids, strict=True)):
         m = token_metrics(states[:, b, :n], rtols)  # each value: (L + 1,)
-        for metric, values in m.items():
-            for layer, value in enumerate(values.tolist()):
-                rows.append(
-                    {
-                        **keys,
-                        "seq_id": seq_id,
-                        "n": n,
-                        "layer": layer,
-                        "metric": metric,
-                        "value": float(value),
-                    }
-                )
-    return rows
+        values = torch.stack([v.to(torch.float64) for v in m.values()])  # (M, L+1)
+        n_metrics, depth = values.shape
+        frames.append(
+            pd.DataFrame(
+                {
+                    **keys,
+                    "seq_id": seq_id,
+                    "n": n,
+                    "layer": np.tile(np.arange(depth), n_metrics),
+                    "metric": np.repeat(list(m), depth),
+                    "value": values.reshape(-1).numpy(),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
 
 
 def spectrum_rows(states, lengths, seq_ids, keys: dict) -> list[dict]:
