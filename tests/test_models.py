@@ -1,4 +1,6 @@
-"""The three model sources, each ending in a folder that loads offline."""
+"""The three model sources, each ending in a folder that loads offline; the device
+record (``describe_device``: on a machine without CUDA ``auto`` is the CPU, with
+CUDA ``cuda:<index>`` and the GPU's name; TF32 off after ``set_determinism``)."""
 
 import json
 import os
@@ -136,3 +138,28 @@ def test_layer_weights_reproduce_the_value_projection(minilm):
 def test_missing_model_folder_says_how_to_fetch(tmp_path):
     with pytest.raises(FileNotFoundError, match="snakemake"):
         models.load_model(tmp_path / "nothing")
+
+
+def test_cpu_is_described_with_tf32_off():
+    models.set_determinism()
+    record = models.describe_device("cpu")
+    assert record["requested"] == "cpu"
+    assert record["resolved"] == "cpu"
+    assert record["name"]
+    assert record["tf32_matmul"] is False and record["tf32_cudnn"] is False
+    assert record["float32_matmul_precision"] == "highest"
+
+
+def test_auto_follows_cuda_availability():
+    record = models.describe_device("auto")
+    if torch.cuda.is_available():
+        assert record["resolved"] == f"cuda:{torch.cuda.current_device()}"
+    else:
+        assert record["resolved"] == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_names_the_gpu():
+    record = models.describe_device("cuda")
+    assert record["resolved"] == "cuda:0"
+    assert record["name"] == torch.cuda.get_device_name(0)

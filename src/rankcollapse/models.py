@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import os
+import platform
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -165,6 +166,43 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def describe_device(device: str = "auto") -> dict:
+    """Where ``device`` runs a model on this machine: for the run record.
+
+    The resolved device with its index (``cuda:0``, ``cpu``), its name (the GPU
+    model, or the CPU's) and the float32 matmul settings ``set_determinism``
+    leaves in force.
+    """
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        index = resolved.index
+        if index is None:
+            index = torch.cuda.current_device()
+        resolved = torch.device("cuda", index)
+        name = torch.cuda.get_device_name(resolved)
+    else:
+        name = _cpu_name()
+    return {
+        "requested": device,
+        "resolved": str(resolved),
+        "name": name,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def load_model(path: str | Path, device: str = "auto"):

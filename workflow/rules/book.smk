@@ -1,4 +1,9 @@
-# The book: Jupyter Book 1 over book/, reading only results/.
+# The book: Jupyter Book 1 over book/, reading only results/. Snakemake's own
+# report is the other way to browse them: `snakemake --report results/report.html`
+# (every figure and table that a rule marks with report(...), with its caption).
+
+
+report: "../report/workflow.rst"
 
 
 rule book:

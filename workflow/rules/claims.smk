@@ -1,5 +1,7 @@
 # Claims: merge every experiment's verdict into results/claims.json, and record
-# the software and hardware of the run for the methods page.
+# the software and hardware of the run for the methods page. The record asks for
+# the model rules' resources (a GPU when gpu_per_job is set), so that the device
+# it names is the one they ran on.
 
 
 rule claims:
@@ -17,9 +19,12 @@ rule run_record:
     input:
         provenance=expand(f"{MODELS_DIR}/{{model}}/provenance.json", model=MODELS),
     output:
-        "results/run_record.json",
+        report("results/run_record.json", caption=caption("run_record"), category="Run"),
     log:
         "logs/run_record.log",
+    threads: 1
+    resources:
+        gpu=config["gpu_per_job"],
     params:
         models=config["models"],
         corpus=config["corpus"],
