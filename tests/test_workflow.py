@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +77,26 @@ def test_one_figure_rebuilds_only_its_chain(finished_run):
     assert "e1_depth" not in jobs and "fetch_model" not in jobs
     snakemake(finished_run, "results/figures/e1_residual_depth.png")
     assert figure.is_file()
+
+
+def test_report_lists_every_figure_and_table(finished_run):
+    report = finished_run / "results" / "report.html"
+    snakemake(finished_run, "--report", str(report))
+
+    # the report embeds its entries as JavaScript objects
+    html = report.read_text()
+    results = json.loads(re.search(r"var results = (\{.*?\});\n", html, re.S)[1])
+    categories = json.loads(re.search(r"var categories = (\{.*?\});\n", html)[1])
+    produced = [
+        str(p.relative_to(finished_run))
+        for pattern in ("results/figures/*.png", "results/tables/*.csv")
+        for p in finished_run.glob(pattern)
+    ]
+    missing = [p for p in produced if p not in results]
+    assert produced and not missing, f"not in the report: {missing}"
+    assert all(entry["caption"].strip() for entry in results.values())
+    listed = {f for sub in categories.values() for files in sub.values() for f in files}
+    assert listed == set(results) and {"Claims", "Run"} <= set(categories)
 
 
 def test_bad_config_value_fails_before_any_job(tmp_path):

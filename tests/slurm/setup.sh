@@ -25,7 +25,14 @@ CONF=$STATE/etc/slurm.conf
 export SLURM_CONF=$CONF
 
 say() { echo "slurm setup: $*" >&2; }
-die() { say "$*"; exit 1; }
+started=0
+die() {  # a failed start stops what it started and keeps the logs
+    if [[ $started == 1 ]]; then
+        RANKCOLLAPSE_SLURM_KEEP=1 "$(dirname "$0")/teardown.sh" >/dev/null 2>&1
+    fi
+    say "$*"
+    exit 1
+}
 
 node_state() { timeout 10 sinfo -h -N -o %t 2>/dev/null | head -n 1 || true; }
 
@@ -62,6 +69,14 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
 fi
 [[ $(id -u) == 0 ]] || die "slurmd must run as root to start jobs; run this as root"
 
+# srun inside a job finds the configuration only at the default path, which
+# must be free or already this cluster's link.
+SYSCONF=/etc/slurm/slurm.conf
+if [[ -e $SYSCONF || -L $SYSCONF ]] \
+    && ! [[ -L $SYSCONF && $(readlink "$SYSCONF") == "$CONF" ]]; then
+    die "$SYSCONF exists and is not this test cluster's; not touching a real cluster"
+fi
+
 # ---------------------------------------------------------------------------
 # A clean state folder: stop whatever an earlier, half-started run left.
 
@@ -75,6 +90,7 @@ chmod 755 "$STATE/munge"  # clients of any user reach the socket
 
 dd if=/dev/urandom of="$STATE/munge/munge.key" bs=1024 count=1 status=none
 chmod 400 "$STATE/munge/munge.key"
+started=1
 munged --force \
     --key-file="$STATE/munge/munge.key" \
     --socket="$STATE/munge/munge.socket" \
@@ -111,6 +127,7 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=1000
 SchedulerType=sched/backfill
 MpiDefault=none
 ReturnToService=2
@@ -121,26 +138,21 @@ JobCompType=jobcomp/none
 # is how the executor plugin learns that a job has ended.
 MinJobAge=300
 SchedulerParameters=sched_interval=2
-# One GPU in name only (its device file is /dev/null, see gres.conf), so that
-# jobs that ask for a GPU (sbatch --gpus=1) are scheduled; they run on the CPU.
+# Two GPUs in name only (their device files are /dev/null and /dev/zero, see
+# gres.conf), so that jobs that ask for a GPU (sbatch --gpus=1) are scheduled,
+# two at a time like the node's two CPUs; they run on the CPU.
 GresTypes=gpu
-NodeName=$host NodeAddr=127.0.0.1 $hardware Gres=gpu:1 State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 $hardware Gres=gpu:2 State=UNKNOWN
 PartitionName=cpu Nodes=$host Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$host MaxTime=INFINITE State=UP
 EOF
 
 cat >"$STATE/etc/gres.conf" <<EOF
-NodeName=$host Name=gpu File=/dev/null Count=1
+NodeName=$host Name=gpu File=/dev/null,/dev/zero
 EOF
 
-# srun inside a job finds the configuration only at the default path.
-SYSCONF=/etc/slurm/slurm.conf
-if [[ -L $SYSCONF && $(readlink "$SYSCONF") == "$CONF" ]] || [[ ! -e $SYSCONF ]]; then
-    mkdir -p "$(dirname "$SYSCONF")"
-    ln -sfn "$CONF" "$SYSCONF"
-else
-    die "$SYSCONF exists and is not this test cluster's; not touching a real cluster"
-fi
+mkdir -p "$(dirname "$SYSCONF")"
+ln -sfn "$CONF" "$SYSCONF"
 
 # ---------------------------------------------------------------------------
 # Daemons, then wait for the node.
