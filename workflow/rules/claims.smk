@@ -1,7 +1,12 @@
 # Claims: merge every experiment's verdict into results/claims.json, and record
 # the software and hardware of the run for the methods page. The record asks for
 # the model rules' resources (a GPU when gpu_per_job is set), so that the device
-# it names is the one they ran on.
+# it names is the one they ran on. Merging the verdicts takes a second, so on a
+# cluster it runs where Snakemake runs instead of waiting in the queue.
+
+
+localrules:
+    claims,
 
 
 rule claims:
