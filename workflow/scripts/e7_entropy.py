@@ -6,7 +6,6 @@ from rankcollapse import corpus, models
 from rankcollapse.entropy import model_entropy
 from rankcollapse.io import setup_logging, write_parquet
 
-snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 ccfg = snakemake.params.corpus

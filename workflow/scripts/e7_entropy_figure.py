@@ -1,14 +1,11 @@
 """Figure and table of attention entropy per layer and head, all models (E7)."""
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import pandas as pd  # noqa: E402
+from rankcollapse import plotting
+from rankcollapse.entropy import plot_model_entropy
+from rankcollapse.io import setup_logging, write_csv
 
-from rankcollapse.entropy import plot_model_entropy  # noqa: E402
-from rankcollapse.io import setup_logging, write_csv  # noqa: E402
-
-snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
 log = setup_logging(snakemake.log[0])
 df = pd.concat(map(pd.read_parquet, snakemake.input), ignore_index=True)
 
@@ -27,5 +24,4 @@ table = (
 write_csv(table, snakemake.output.table)
 
 fig = plot_model_entropy(df)
-fig.savefig(snakemake.output.png, dpi=150)
-fig.savefig(snakemake.output.svg)
+plotting.save(fig, snakemake.output.png)

@@ -6,7 +6,6 @@ import torch
 from rankcollapse.entropy import TinyEncoderConfig, train_entropy_run
 from rankcollapse.io import setup_logging, write_parquet
 
-snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 cfg = snakemake.params.cfg

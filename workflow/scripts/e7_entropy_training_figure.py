@@ -1,14 +1,11 @@
 """Figure and table of the from-scratch entropy-collapse run, all arms (E7)."""
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import pandas as pd  # noqa: E402
+from rankcollapse import plotting
+from rankcollapse.entropy import plot_training, training_summary
+from rankcollapse.io import setup_logging, write_csv
 
-from rankcollapse.entropy import plot_training, training_summary  # noqa: E402
-from rankcollapse.io import setup_logging, write_csv  # noqa: E402
-
-snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
 log = setup_logging(snakemake.log[0])
 threshold = snakemake.params.collapse_entropy
 df = pd.concat(map(pd.read_parquet, snakemake.input), ignore_index=True)
@@ -19,5 +16,4 @@ write_csv(summary, snakemake.output.table)
 log.info("summary:\n%s", summary.to_string())
 
 fig = plot_training(df, threshold)
-fig.savefig(snakemake.output.png, dpi=150)
-fig.savefig(snakemake.output.svg)
+plotting.save(fig, snakemake.output.png)

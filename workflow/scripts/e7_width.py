@@ -6,7 +6,6 @@ from transformers import AutoConfig
 from rankcollapse.io import setup_logging, write_parquet
 from rankcollapse.width import AttentionShape, log_spaced, width_sweep
 
-snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 cfg = snakemake.params.cfg

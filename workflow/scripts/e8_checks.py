@@ -7,7 +7,6 @@ from rankcollapse.capture import run_and_capture
 from rankcollapse.io import setup_logging, write_parquet
 from rankcollapse.symmetry import CheckConfig, model_checks
 
-snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
 log = setup_logging(snakemake.log[0])
 torch.set_num_threads(snakemake.threads)
 cfg, ccfg = snakemake.params.cfg, snakemake.params.corpus

@@ -1,19 +1,16 @@
 """The symmetry table and the mechanism x symmetry cross table (E8)."""
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import pandas as pd  # noqa: E402
-
-from rankcollapse.io import setup_logging, write_csv  # noqa: E402
-from rankcollapse.symmetry import (  # noqa: E402
+from rankcollapse import plotting
+from rankcollapse.io import setup_logging, write_csv
+from rankcollapse.symmetry import (
     cross_table,
     definitions_table,
     plot_cross,
     symmetry_table,
 )
 
-snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
 log = setup_logging(snakemake.log[0])
 p = snakemake.params
 checks = pd.concat(map(pd.read_parquet, snakemake.input), ignore_index=True)
@@ -36,5 +33,4 @@ for r in table.itertuples():
     )
 
 fig = plot_cross(cross)
-fig.savefig(snakemake.output.png, dpi=150)
-fig.savefig(snakemake.output.svg)
+plotting.save(fig, snakemake.output.png)

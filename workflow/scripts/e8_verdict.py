@@ -5,7 +5,6 @@ import pandas as pd
 from rankcollapse.io import setup_logging
 from rankcollapse.symmetry import verdict_c6
 
-snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
 log = setup_logging(snakemake.log[0])
 inp = snakemake.input
 v = verdict_c6(
