@@ -1,14 +1,13 @@
-"""Head-channel non-identifiability (claim C4): heads write z_ih (d_k numbers) at
-position i, the layer passes on only the mixed output o_i = sum_h z_ih W_O^h + b_O.
-Reading A counts the kernel of z -> o R for a d_k-dimensional reader R (n(H-1)d_k
-when W_O R has rank d_k); reading B asks whether all of o gives z back
-(W_O invertible); the symmetries and the MLP check show why no attribution is canonical.
+"""Head-channel non-identifiability (claim C4): heads write z_ih (d_k numbers), the
+layer passes on only the mixed output o_i = sum_h z_ih W_O^h + b_O. Reading A counts
+the kernel of z -> o R for a d_k-dimensional reader R (n(H-1)d_k when W_O R has rank
+d_k), reading B asks whether all of o gives z back, and the head symmetries and the
+MLP check show why no attribution of o to heads is canonical.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 import math
 
 import numpy as np
@@ -21,11 +20,8 @@ from .metrics import EPS32, default_rtol
 from .models import LayerWeights
 from .verdict import Verdict
 
-log = logging.getLogger(__name__)
-
 EPS = {"float32": EPS32, "float64": float(np.finfo(np.float64).eps)}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-READERS = ("W_V", "W_Q", "W_K")
 
 
 # ----------------------------------------------------------------------------
@@ -294,7 +290,7 @@ def recovery(weights, seqs: list[dict], model, cfg) -> pd.DataFrame:
                     **base,
                     "reader": reader,
                     "reader_head": rh,
-                    "metric": "invisible_energy",
+                    "metric": "unseen_energy",
                     "value": 1.0 - float((z_hat.norm() / z.norm()) ** 2),
                 }
             )
@@ -600,15 +596,27 @@ def kernel_table(kernel: pd.DataFrame) -> pd.DataFrame:
         readers=("block_kernel_dim", "size"),
     )
     if "full_kernel_dim" in wide:
-        agree = (wide["full_kernel_dim"] == wide["block_kernel_dim"]).where(
-            wide["full_kernel_dim"].notna()
-        )
-        out["full_checked"] = g["full_kernel_dim"].count()
-        out["full_agrees"] = agree.groupby([wide[k] for k in keys], dropna=False).sum()
+        checked = wide["full_kernel_dim"].notna()
+        agree = (wide["full_kernel_dim"] == wide["block_kernel_dim"]) & checked
+        by = [wide[k] for k in keys]
+        out["full_checked"] = checked.astype(int).groupby(by, dropna=False).sum()
+        out["full_agrees"] = agree.astype(int).groupby(by, dropna=False).sum()
     out = out.reset_index()
     for col in ["formula", "kernel_dim_min", "kernel_dim_max"]:
         out[col] = out[col].astype(int)
     return out
+
+
+READOUT_COLUMNS = {
+    "decomposition_err | o": "decomposition_err",
+    "mixed_share | o": "mixed_share",
+    "recovery_err | o": "recovery_err_from_o",
+    "recovery_err | x+o, x known": "recovery_err_x_known",
+    "recovery_err | x+o, x unknown": "recovery_err_x_unknown",
+    "recovery_err_worst_head | o": "worst_head_err_from_o",
+    "recovery_err_worst_head | x+o, x known": "worst_head_err_x_known",
+    "recovery_err_worst_head | x+o, x unknown": "worst_head_err_x_unknown",
+}
 
 
 def reading_b_table(wo: pd.DataFrame, rec: pd.DataFrame) -> pd.DataFrame:
@@ -625,10 +633,11 @@ def reading_b_table(wo: pd.DataFrame, rec: pd.DataFrame) -> pd.DataFrame:
     real = real.assign(col=real["metric"] + " | " + real["reader"]).pivot_table(
         index=["model", "layer"], columns="col", values="value"
     )
-    a = rec[rec["metric"].eq("invisible_energy")].groupby(["model", "layer"])["value"]
+    real = real.rename(columns=READOUT_COLUMNS)
+    a = rec[rec["metric"].eq("unseen_energy")].groupby(["model", "layer"])["value"]
     out = fixed.reset_index().merge(ranks.reset_index(), on=["model", "layer"])
     out = out.merge(real.reset_index(), on=["model", "layer"])
-    out["A_invisible_energy_median"] = (
+    out["A_unseen_energy"] = (
         a.median().reindex(pd.MultiIndex.from_frame(out[["model", "layer"]])).to_numpy()
     )
     return out
@@ -718,7 +727,7 @@ def verdict_c4(
     )
 
     # Reading B on the captured head outputs.
-    rec = readout["recovery_err | o"]
+    rec = readout["recovery_err_from_o"]
     b_layers = readout[rec <= cfg["recover_tol"]]
     b_recovers = len(b_layers) > 0
 
@@ -747,8 +756,13 @@ def verdict_c4(
         f"{len(readout)}",
         "reading B: worst recovery error from o": float(rec.max()),
         "reading B: largest cond(W_O)": float(readout["cond"].max()),
+        "reading B: layers with a numerical kernel of W_O": int(
+            (readout["kernel_o"] > 0).sum()
+        )
+        if "kernel_o" in readout
+        else 0,
         "x + o, x unknown: smallest recovery error": float(
-            readout["recovery_err | x+o, x unknown"].min()
+            readout["recovery_err_x_unknown"].min()
         ),
     }
     files = [
@@ -791,10 +805,11 @@ def verdict_c4(
     conditions = []
     if b_recovers:
         conditions.append(
-            f"a reader of the whole mixed output o recovers every head in "
-            f"{len(b_layers)} of {len(readout)} layers (W_O invertible, worst "
-            f"recovery error {float(rec.max()):.2g}), so the count holds for a "
-            "d_k-dimensional reader (reading A), not for the summation itself"
+            f"a reader of the whole mixed output o solves back every head in "
+            f"{len(b_layers)} of {len(readout)} layers (largest cond(W_O) "
+            f"{float(readout['cond'].max()):.2g}, worst relative error "
+            f"{float(rec.max()):.2g}), so the count holds for a d_k-dimensional "
+            "reader (reading A), not for the summation itself"
         )
     if not exact:
         conditions.append("some readers leave more than n(H-1)d_k directions unseen")
@@ -816,13 +831,9 @@ def verdict_c4(
 # Figures.
 
 
-def plot_kernel(table: pd.DataFrame, spectra: pd.DataFrame, path_stem: str) -> None:
+def plot_kernel(table: pd.DataFrame, spectra: pd.DataFrame, png_path: str) -> None:
     """Measured kernel dimension against n(H-1)d_k, and the gap of every M."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+    from .plotting import plt, save, sns
 
     t = table[table["decision"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -871,18 +882,12 @@ def plot_kernel(table: pd.DataFrame, spectra: pd.DataFrame, path_stem: str) -> N
     )
     ax.legend(fontsize=7)
     fig.tight_layout()
-    for ext in ("png", "svg"):
-        fig.savefig(f"{path_stem}.{ext}", dpi=150)
-    plt.close(fig)
+    save(fig, png_path)
 
 
-def plot_readout(readout: pd.DataFrame, spectra: pd.DataFrame, path_stem: str):
+def plot_readout(readout: pd.DataFrame, spectra: pd.DataFrame, png_path: str):
     """W_O spectra per layer and what readers get back of the head outputs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+    from .plotting import plt, save, sns
 
     fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.2))
     ax = axes[0]
@@ -906,10 +911,10 @@ def plot_readout(readout: pd.DataFrame, spectra: pd.DataFrame, path_stem: str):
 
     ax = axes[1]
     cols = {
-        "recovery_err | o": "from o",
-        "recovery_err | x+o, x known": "from x + o, x known",
-        "recovery_err | x+o, x unknown": "from x + o, x unknown",
-        "A_invisible_energy_median": "reading A: energy unseen (W_V)",
+        "recovery_err_from_o": "z from o",
+        "recovery_err_x_known": "z from x + o, x known",
+        "recovery_err_x_unknown": "z from x + o, x unknown",
+        "A_unseen_energy": "reading A: energy of z unseen (W_V)",
     }
     long = readout.melt(
         id_vars=["model", "layer"],
@@ -928,18 +933,12 @@ def plot_readout(readout: pd.DataFrame, spectra: pd.DataFrame, path_stem: str):
     )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    for ext in ("png", "svg"):
-        fig.savefig(f"{path_stem}.{ext}", dpi=150)
-    plt.close(fig)
+    save(fig, png_path)
 
 
-def plot_symmetry(sym: pd.DataFrame, mlp: pd.DataFrame, path_stem: str) -> None:
+def plot_symmetry(sym: pd.DataFrame, mlp: pd.DataFrame, png_path: str) -> None:
     """Output invariance error against how far z_h moved, per layer."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+    from .plotting import plt, save, sns
 
     def wide(df, key):
         w = df.pivot_table(
@@ -954,7 +953,7 @@ def plot_symmetry(sym: pd.DataFrame, mlp: pd.DataFrame, path_stem: str) -> None:
         return w
 
     s, m = wide(sym, "transform"), wide(mlp, "decomposition")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), sharey=True)
     sns.scatterplot(
         data=s,
         x="z_moved_max",
@@ -980,8 +979,6 @@ def plot_symmetry(sym: pd.DataFrame, mlp: pd.DataFrame, path_stem: str) -> None:
     axes[1].set(title="MLP output for decompositions of o")
     for ax in axes:
         ax.set(xscale="log", yscale="log", xlabel="largest relative change of a z_h")
-        ax.legend(fontsize=6, loc="center left")
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    for ext in ("png", "svg"):
-        fig.savefig(f"{path_stem}.{ext}", dpi=150)
-    plt.close(fig)
+    save(fig, png_path)

@@ -33,7 +33,7 @@ rule e5_head_channels:
         symmetry="results/e5/{model}/symmetry.parquet",
         mlp="results/e5/{model}/mlp.parquet",
     log:
-        "logs/e5/head_channels/{model}.log",
+        "logs/e5_head_channels/{model}.log",
     threads: 1
     resources:
         gpu=config["gpu_per_job"],
@@ -76,7 +76,7 @@ rule e5_tables:
             category="E5 head channels",
         ),
     log:
-        "logs/e5/tables.log",
+        "logs/e5_tables.log",
     script:
         "../scripts/e5_tables.py"
 
@@ -93,7 +93,7 @@ rule e5_kernel_figure:
         ),
         svg="results/figures/e5_kernel.svg",
     log:
-        "logs/e5/kernel_figure.log",
+        "logs/e5_kernel_figure.log",
     script:
         "../scripts/e5_kernel_figure.py"
 
@@ -110,7 +110,7 @@ rule e5_readout_figure:
         ),
         svg="results/figures/e5_readout.svg",
     log:
-        "logs/e5/readout_figure.log",
+        "logs/e5_readout_figure.log",
     script:
         "../scripts/e5_readout_figure.py"
 
@@ -127,7 +127,7 @@ rule e5_symmetry_figure:
         ),
         svg="results/figures/e5_symmetry.svg",
     log:
-        "logs/e5/symmetry_figure.log",
+        "logs/e5_symmetry_figure.log",
     script:
         "../scripts/e5_symmetry_figure.py"
 
@@ -141,7 +141,7 @@ rule e5_verdict:
     output:
         "results/verdicts/C4.json",
     log:
-        "logs/e5/verdict.log",
+        "logs/e5_verdict.log",
     params:
         cfg=config["e5"],
     script:

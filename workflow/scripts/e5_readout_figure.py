@@ -10,6 +10,6 @@ spectra = pd.concat(map(pd.read_parquet, snakemake.input.spectra), ignore_index=
 plot_readout(
     pd.read_csv(snakemake.input.table),
     spectra,
-    snakemake.output.png.removesuffix(".png"),
+    snakemake.output.png,
 )
 log.info("wrote %s", snakemake.output.png)

@@ -15,6 +15,6 @@ def read(files):
 plot_symmetry(
     read(snakemake.input.symmetry),
     read(snakemake.input.mlp),
-    snakemake.output.png.removesuffix(".png"),
+    snakemake.output.png,
 )
 log.info("wrote %s", snakemake.output.png)
