@@ -67,8 +67,11 @@ def figure(name: str) -> None:
         display(Markdown(f"*Figure `{name}` was not produced by this run.*"))
 
 
-def table(name: str, query: str | None = None, floatfmt: str = ".4g") -> None:
-    """Show results/tables/<name>.csv as a Markdown table."""
+def table(
+    name: str, query: str | None = None, floatfmt: str = ".4g", columns=None
+) -> None:
+    """Show results/tables/<name>.csv as a Markdown table (only ``columns``, in
+    that order, when given)."""
     path = results_dir() / "tables" / f"{name}.csv"
     if not path.is_file():
         display(Markdown(f"*Table `{name}` was not produced by this run.*"))
@@ -76,6 +79,8 @@ def table(name: str, query: str | None = None, floatfmt: str = ".4g") -> None:
     df = pd.read_csv(path)
     if query:
         df = df.query(query)
+    if columns:
+        df = df[[c for c in columns if c in df.columns]]
     display(Markdown(df.to_markdown(index=False, floatfmt=floatfmt)))
 
 
