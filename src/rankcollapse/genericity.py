@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from rankcollapse import corpus, metrics
 from rankcollapse.capture import run_and_capture
+from rankcollapse.depth import verdict_c2_depth
 from rankcollapse.models import LayerWeights, layer_weights
 from rankcollapse.verdict import Verdict
 
@@ -118,8 +119,7 @@ def block(x: torch.Tensor, w: LayerWeights, variant: str) -> torch.Tensor:
     """One attn+res or attn+res+ln block on a single token matrix x (n, d)."""
     if variant not in VARIANTS:
         raise ValueError(f"variant {variant!r}: expected one of {VARIANTS}")
-    is_ln = torch.tensor([variant == "attn+res+ln"])
-    return advance(x.unsqueeze(-3), w, is_ln).squeeze(-3)
+    return advance(x.unsqueeze(-3), w, variant_mask([variant])).squeeze(-3)
 
 
 def variant_mask(variants) -> torch.Tensor:
@@ -500,6 +500,14 @@ def per_unit(long: pd.DataFrame, keys: list[str], unit: str) -> pd.DataFrame:
     return out.reset_index()
 
 
+def layer_summary(long: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
+    """Median and quartiles over units of one metric, per ``keys`` and layer."""
+    g = long[long["metric"] == metric].groupby([*keys, "layer"])["value"]
+    out = g.median().rename("median").to_frame()
+    out["q25"], out["q75"] = g.quantile(0.25), g.quantile(0.75)
+    return out.reset_index()
+
+
 def wilson(k: int, n: int, confidence: float) -> tuple[float, float]:
     """Wilson score interval for k successes in n trials."""
     ci = stats.binomtest(int(k), int(n)).proportion_ci(confidence, method="wilson")
@@ -577,8 +585,6 @@ def exceptional_table(long: pd.DataFrame, fit_range: list[float]) -> pd.DataFram
 # ----------------------------------------------------------------------------
 # The verdict on C2, from the E2 tables and, when present, E1's last-layer table.
 
-E1_RESIDUAL_VARIANTS = ("attn+res", "attn+res+ln")
-
 
 def verdict_c2(trials, own, exceptional, e1=None, files=()) -> Verdict:
     """Decide C2 from the result tables (``drop_table`` / ``exceptional_table``
@@ -586,10 +592,11 @@ def verdict_c2(trials, own, exceptional, e1=None, files=()) -> Verdict:
 
     not supported: the affine rank dropped (default tolerance) for some draw at
     the model's own initialiser scale (scale 1) or some corpus sequence under the
-    model's own weights, or the exceptional construction did not collapse, or
-    stayed collapsed (float64 tolerance) for some eps > 0.
+    model's own weights; or the exceptional construction did not collapse, or
+    stayed collapsed (float64 tolerance) for some eps > 0; or E1's depth rule
+    found residual variants collapsed in every model.
     qualified: none of that, but a draw at a larger scale dropped, or E1 found a
-    residual variant collapsed at its last layer: the failing settings are named.
+    residual variant collapsed in some models: the failing settings are named.
     confirmed: no drop anywhere.
     """
 
@@ -602,20 +609,27 @@ def verdict_c2(trials, own, exceptional, e1=None, files=()) -> Verdict:
     trial_keys = ["model", "input", "variant", "scale"]
     init = trials[np.isclose(trials["scale"], 1.0)]
     larger = trials[~np.isclose(trials["scale"], 1.0)]
+    by_scale = trials.groupby("scale")[["dropped", "units"]].sum()
     evidence = {
-        "draws dropped (default rtol), by setting": {
-            name(r, trial_keys): f"{r['dropped']}/{r['units']} "
-            f"(95% CI {r['ci_low']:.3f}-{r['ci_high']:.3f})"
-            for _, r in trials.iterrows()
+        "random draws dropped (default rtol), by scale": {
+            f"x{scale:g}": f"{r['dropped']}/{r['units']}"
+            for scale, r in by_scale.iterrows()
         },
         "own weights, sequences dropped": {
-            name(r, ["model", "variant"]): f"{r['dropped']}/{r['units']}"
+            f"{r['model']}/{r['variant']}": f"{r['dropped']}/{r['units']}"
             for _, r in own.iterrows()
         },
-        "exceptional set, slope of log ratio on log eps": {
-            name(r, ["model", "input", "variant"]): float(r["slope"])
-            for _, r in exceptional.iterrows()
-        },
+        "exceptional set collapsed at eps = 0": (
+            f"{int(exceptional['collapsed_at_0'].astype(bool).sum())}"
+            f"/{len(exceptional)} settings"
+        ),
+        "exceptional set, eps > 0 draws still collapsed": (
+            f"{int(exceptional['collapsed_eps_pos'].sum())}"
+            f"/{int(exceptional['eps_draws'].sum())}"
+        ),
+        "exceptional set, slope of log ratio on log eps": (
+            f"{exceptional['slope'].min():.3f} to {exceptional['slope'].max():.3f}"
+        ),
     }
 
     # Failures of the claim itself.
@@ -646,27 +660,25 @@ def verdict_c2(trials, own, exceptional, e1=None, files=()) -> Verdict:
     # Conditions outside which it fails.
     conditions = [
         f"random draws, {name(r, trial_keys)}: {r['dropped']}/{r['units']} "
-        f"dropped (min sigma_min/sigma_1 {r['min_ratio_min']:.2g})"
+        f"dropped ({r.get('dropped_f64', 'n/a')} at the float64 tolerance; "
+        f"min sigma_min/sigma_1 {r['min_ratio_min']:.2g})"
         for _, r in larger[larger["dropped"] > 0].iterrows()
     ]
+    # E1's depth evidence, decided by E1's own rule: collapse of a residual variant
+    # in every model fails the claim, in some models qualifies it.
     if e1 is None:
         evidence["E1"] = "e1_last_layer.csv not available; E2 evidence only"
     else:
-        collapsed = _as_bool(e1["collapsed"])
-        res = e1[e1["variant"].isin(E1_RESIDUAL_VARIANTS)]
-        res_collapsed = res[collapsed[res.index]]
-        evidence["E1 residual variants collapsed at the last layer"] = (
-            f"{len(res_collapsed)}/{len(res)}"
+        e1 = e1.assign(collapsed=_as_bool(e1["collapsed"]))
+        depth = verdict_c2_depth(e1, pd.DataFrame({"max_abs_diff": []}), [])
+        evidence["E1"] = f"{depth.verdict}: {depth.summary}"
+        evidence["E1 pure attention collapsed"] = depth.evidence.get(
+            "pure_attention_collapsed", {}
         )
-        evidence["E1 attn (no residual) collapsed at the last layer"] = (
-            f"{int(collapsed[e1['variant'] == 'attn'].sum())}/"
-            f"{int((e1['variant'] == 'attn').sum())}"
-        )
-        conditions += [
-            f"E1 {name(r, ['model', 'init', 'variant'])}: collapsed at "
-            f"layer {r['layer']}"
-            for _, r in res_collapsed.iterrows()
-        ]
+        if depth.verdict == "not supported":
+            fails.append(f"E1: {depth.summary}")
+        elif depth.verdict == "qualified":
+            conditions.append(f"E1: {depth.summary}")
 
     if fails:
         verdict = "not supported"
@@ -709,11 +721,12 @@ def _as_bool(s: pd.Series) -> pd.Series:
 
 def plot_trials(units: pd.DataFrame, labels: dict, rtol_lines: dict):
     """The smallest ``sigma_min / sigma_1`` over layers per draw (random weights, by
-    scale) and per sequence (own weights), panels by variant and model."""
+    scale) and per sequence (own weights), panels by variant and model; ``labels``
+    maps model names to titles, in panel order."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    models = list(dict.fromkeys(units["model"]))
+    models = [m for m in labels if m in set(units["model"])]
     fig, axes = plt.subplots(
         len(VARIANTS),
         len(models),
@@ -744,7 +757,7 @@ def plot_trials(units: pd.DataFrame, labels: dict, rtol_lines: dict):
             ax.axhline(value, color="0.3", lw=0.8, ls=style, label=label)
         ax.set_title(f"{labels.get(model, model)}\n{variant}", fontsize=9)
         ax.set_xlabel("weights (scale x init std, or own)")
-        ax.set_ylabel("min over layers of sigma_min / sigma_1")
+        ax.set_ylabel(r"min over layers of $\sigma_{\min} / \sigma_1$")
     handles, names = axes[0, -1].get_legend_handles_labels()
     if axes[0, -1].get_legend():
         axes[0, -1].get_legend().remove()
@@ -760,12 +773,13 @@ def plot_exceptional(
 ):
     """``sigma_min / sigma_1`` of the centred output against eps, log-log; one thin
     line per draw of G, colour by input; dashed: the construction (eps = 0);
-    dotted: the float64 tolerance; grey band: the range the slope is fitted over."""
+    dotted: the float64 tolerance; grey band: the range the slope is fitted over;
+    ``labels`` maps model names to titles, in panel order."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     ratio = long[long["metric"] == "sigma_min_ratio"]
-    models = list(dict.fromkeys(ratio["model"]))
+    models = [m for m in labels if m in set(ratio["model"])]
     inputs = list(dict.fromkeys(ratio["input"]))
     colours = dict(zip(inputs, sns.color_palette("deep", len(inputs)), strict=False))
     fig, axes = plt.subplots(

@@ -9,13 +9,14 @@ validate(config["e2"], str(REPO / "workflow/schemas/e2.schema.yaml"))
 E2 = config["e2"]
 E2_SCALES = [f"{s:g}" for s in E2["scales"]]
 E2_TABLES = ["e2_trials", "e2_own", "e2_exceptional"]
-E2_FIGURES = ["e2_trials", "e2_exceptional"]
+E2_FIGURES = ["e2_trials", "e2_layers", "e2_exceptional"]
 
 TARGETS["e2"] = (
     [f"results/tables/{t}.csv" for t in E2_TABLES]
     + [f"results/figures/{f}.{ext}" for f in E2_FIGURES for ext in ("png", "svg")]
     + ["results/verdicts/C2.json"]
 )
+# C2 is decided here from E2 and E1 together; this replaces E1's depth-only file.
 VERDICT_FILES["C2"] = "results/verdicts/C2.json"
 
 
@@ -133,6 +134,7 @@ rule e2_tables:
             category="E2 genericity",
         ),
         units="results/e2/units.parquet",
+        layers="results/e2/layers.parquet",
     log:
         "logs/e2_tables.log",
     params:
@@ -163,6 +165,24 @@ rule e2_figure_trials:
         n_tokens=E2["n_tokens"],
     script:
         "../scripts/e2_figure_trials.py"
+
+
+rule e2_figure_layers:
+    input:
+        layers="results/e2/layers.parquet",
+    output:
+        png=report(
+            "results/figures/e2_layers.png",
+            caption=caption("e2_layers"),
+            category="E2 genericity",
+        ),
+        svg="results/figures/e2_layers.svg",
+    log:
+        "logs/e2_figure_layers.log",
+    params:
+        labels={m: model_label(m) for m in MODELS},
+    script:
+        "../scripts/e2_figure_layers.py"
 
 
 rule e2_figure_exceptional:

@@ -1,20 +1,16 @@
 """E2 figure: sigma_min / sigma_1 against eps around the collapsing weight set."""
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-
-import pandas as pd  # noqa: E402
-
-from rankcollapse.genericity import plot_exceptional  # noqa: E402
-from rankcollapse.io import setup_logging  # noqa: E402
+from rankcollapse import plotting
+from rankcollapse.genericity import plot_exceptional
+from rankcollapse.io import setup_logging
 
 log = setup_logging(snakemake.log[0])
+p = snakemake.params
 long = pd.concat(map(pd.read_parquet, snakemake.input.long), ignore_index=True)
 table = pd.read_csv(snakemake.input.table)
 
-fit_range = [10.0**e for e in snakemake.params.fit_exponents]
-fig = plot_exceptional(long, table, snakemake.params.labels, fit_range)
-fig.savefig(snakemake.output.png, dpi=150)
-fig.savefig(snakemake.output.svg)
+fit_range = [10.0**e for e in p.fit_exponents]
+plotting.save(plot_exceptional(long, table, p.labels, fit_range), snakemake.output.png)
 log.info("figure written")

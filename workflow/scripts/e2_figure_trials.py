@@ -1,14 +1,11 @@
-"""E2 figure: distance from collapse per draw and per sequence (min sigma_min/sigma_1)."""
+"""E2 figure: how far each draw and each sequence stays from collapse."""
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-
-import pandas as pd  # noqa: E402
-
-from rankcollapse.genericity import EPS64, plot_trials, stack_shape  # noqa: E402
-from rankcollapse.io import setup_logging  # noqa: E402
-from rankcollapse.metrics import EPS32  # noqa: E402
+from rankcollapse import plotting
+from rankcollapse.genericity import EPS64, plot_trials, stack_shape
+from rankcollapse.io import setup_logging
+from rankcollapse.metrics import EPS32
 
 log = setup_logging(snakemake.log[0])
 p = snakemake.params
@@ -23,7 +20,5 @@ for model, path in p.model_dirs.items():
         "float64 rtol": (width * EPS64, ":"),
     }
 
-fig = plot_trials(units, p.labels, lines)
-fig.savefig(snakemake.output.png, dpi=150)
-fig.savefig(snakemake.output.svg)
+plotting.save(plot_trials(units, p.labels, lines), snakemake.output.png)
 log.info("figure written")

@@ -1,8 +1,13 @@
-"""E2: the tables: drops per setting (random draws, own weights), the exceptional set."""
+"""E2 tables: drops per setting (random and own weights), the exceptional set."""
 
 import pandas as pd
 
-from rankcollapse.genericity import drop_table, exceptional_table, per_unit
+from rankcollapse.genericity import (
+    drop_table,
+    exceptional_table,
+    layer_summary,
+    per_unit,
+)
 from rankcollapse.io import setup_logging, write_csv, write_parquet
 
 log = setup_logging(snakemake.log[0])
@@ -23,6 +28,10 @@ bench = {
 keys = list(zip(trial_table["model"], trial_table["scale"], strict=True))
 trial_table["job_wall_s"] = [bench[k]["s"] for k in keys]
 trial_table["job_cpu_s"] = [bench[k]["cpu_time"] for k in keys]
+
+# sigma_min / sigma_1 against depth, median and quartiles over draws.
+layers = layer_summary(trials, trial_keys, "sigma_min_ratio")
+layers["setting"] = layers["input"] + " x" + layers["scale"].map("{:g}".format)
 
 # The models' own weights: per sequence, then per model and variant.
 own_keys = ["model", "init", "variant"]
@@ -47,6 +56,7 @@ write_csv(trial_table, snakemake.output.trials)
 write_csv(own_table, snakemake.output.own)
 write_csv(exc_table, snakemake.output.exceptional)
 write_parquet(units, snakemake.output.units)
+write_parquet(layers, snakemake.output.layers)
 for _, r in trial_table.iterrows():
     log.info(
         "%s %s %s x%g: %d/%d dropped",
