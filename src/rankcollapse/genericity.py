@@ -827,7 +827,7 @@ def plot_exceptional(
         ax.set_ylabel(
             r"$\sigma_{\min} / \sigma_1$ of the centred output" if j == 0 else ""
         )
-        ax.legend(fontsize=7, frameon=False, loc="lower right")
+        ax.legend(fontsize=7, frameon=False, loc="upper left")
     fig.text(
         0.5,
         0.01,

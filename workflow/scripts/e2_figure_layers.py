@@ -15,7 +15,7 @@ g = plotting.band_plot(
     hue="setting",
     col="model",
     row="variant",
-    ylabel="sigma_min / sigma_1 (median over draws)",
+    ylabel=r"$\sigma_{\min} / \sigma_1$",
     logy=True,
 )
 plotting.save(g.figure, snakemake.output.png)
