@@ -719,25 +719,34 @@ def _as_bool(s: pd.Series) -> pd.Series:
 # Figures.
 
 
+def _panels(models, **share):
+    """One row of axes per variant, one column per model."""
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(
+        len(VARIANTS),
+        len(models),
+        figsize=(4.2 * len(models), 6.4),
+        squeeze=False,
+        **share,
+    )
+
+
+def _cells(models):
+    """((row, variant), (column, model)) for every panel of ``_panels``."""
+    return [(iv, jm) for iv in enumerate(VARIANTS) for jm in enumerate(models)]
+
+
 def plot_trials(units: pd.DataFrame, labels: dict, rtol_lines: dict):
     """The smallest ``sigma_min / sigma_1`` over layers per draw (random weights, by
     scale) and per sequence (own weights), panels by variant and model; ``labels``
     maps model names to titles, in panel order."""
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     models = [m for m in labels if m in set(units["model"])]
-    fig, axes = plt.subplots(
-        len(VARIANTS),
-        len(models),
-        figsize=(4.2 * len(models), 6.4),
-        sharey=True,
-        squeeze=False,
-    )
+    fig, axes = _panels(models, sharey=True)
     order = list(dict.fromkeys(units["setting"]))
-    for (i, variant), (j, model) in (
-        (iv, jm) for iv in enumerate(VARIANTS) for jm in enumerate(models)
-    ):
+    for (i, variant), (j, model) in _cells(models):
         ax = axes[i, j]
         data = units[(units["variant"] == variant) & (units["model"] == model)]
         sns.stripplot(
@@ -775,23 +784,14 @@ def plot_exceptional(
     line per draw of G, colour by input; dashed: the construction (eps = 0);
     dotted: the float64 tolerance; grey band: the range the slope is fitted over;
     ``labels`` maps model names to titles, in panel order."""
-    import matplotlib.pyplot as plt
     import seaborn as sns
 
     ratio = long[long["metric"] == "sigma_min_ratio"]
     models = [m for m in labels if m in set(ratio["model"])]
     inputs = list(dict.fromkeys(ratio["input"]))
     colours = dict(zip(inputs, sns.color_palette("deep", len(inputs)), strict=False))
-    fig, axes = plt.subplots(
-        len(VARIANTS),
-        len(models),
-        figsize=(4.2 * len(models), 6.4),
-        sharex=True,
-        squeeze=False,
-    )
-    for (i, variant), (j, model) in (
-        (iv, jm) for iv in enumerate(VARIANTS) for jm in enumerate(models)
-    ):
+    fig, axes = _panels(models, sharex=True)
+    for (i, variant), (j, model) in _cells(models):
         ax = axes[i, j]
         ax.axvspan(*fit_range, color="0.92", lw=0)
         for inp in inputs:
