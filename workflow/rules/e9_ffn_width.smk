@@ -46,6 +46,9 @@ rule e9_train:
     wildcard_constraints:
         multiple=r"\d+",
         seed=r"\d+",
+    threads: 1
+    resources:
+        gpu=config["gpu_per_job"],
     params:
         model=E9["model"],
         task=E9["task"],
@@ -54,9 +57,6 @@ rule e9_train:
         tokenizer_dir=model_dir(E9["task"].get("tokenizer_from", "")),
         basis_rtol=config["e4"]["basis_rtol"],
         device=config["device"],
-    resources:
-        gpu=config["gpu_per_job"],
-    threads: 1
     script:
         "../scripts/e9_train.py"
 

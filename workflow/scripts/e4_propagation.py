@@ -24,18 +24,28 @@ tokenizer = models.load_tokenizer(p.tokenizer_dir)
 
 # Short sequences cut from the corpus token stream.
 seqs = corpus.tokenise(
-    corpus.read_lines(p.corpus["path"]), tokenizer,
-    {**p.corpus, "mode": "fixed_length", "fixed_length": p.propagation["length"],
-     "max_sequences": p.propagation["sequences"]},
-    model.config.max_position_embeddings)
+    corpus.read_lines(p.corpus["path"]),
+    tokenizer,
+    {
+        **p.corpus,
+        "mode": "fixed_length",
+        "fixed_length": p.propagation["length"],
+        "max_sequences": p.propagation["sequences"],
+    },
+    model.config.max_position_embeddings,
+)
 
 weights = [models.layer_weights(layer) for layer in model.encoder.layer]
+range_dims = [reachable.ln_range(w, p.basis_rtol).shape[1] for w in weights]
 rows = []
 for s in tqdm(seqs, desc=f"e4 propagation {name}"):
-    for row in reachable.propagation_rows(model, torch.tensor(s.input_ids), weights,
-                                          p.basis_rtol):
-        rows.append(dict(model=name, seq=s.seq_id, H=model.config.num_attention_heads,
-                         **row))
+    ids = torch.tensor(s.input_ids)
+    for row in reachable.propagation_rows(
+        model, ids, weights, p.basis_rtol, range_dims
+    ):
+        rows.append(
+            dict(model=name, seq=s.seq_id, H=model.config.num_attention_heads, **row)
+        )
 table = pd.DataFrame(rows)
 dims = table[table.metric == "dim"].groupby("layer")["value"].median()
 log.info("%s: median dim T_l by layer %s", name, dims.to_dict())

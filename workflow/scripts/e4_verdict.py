@@ -10,8 +10,9 @@ inp = snakemake.input
 
 energy = pd.concat(map(pd.read_parquet, inp.energy), ignore_index=True)
 regime = pd.concat(map(pd.read_parquet, inp.regime), ignore_index=True)
-propagation = pd.concat(map(pd.read_parquet, [*inp.propagation, inp.deep]),
-                        ignore_index=True)
+propagation = pd.concat(
+    map(pd.read_parquet, [*inp.propagation, inp.deep]), ignore_index=True
+)
 
 verdict = verdict_c3(energy, propagation, regime, snakemake.params.verdict)
 verdict.files = [*inp.energy, *inp.regime, *inp.propagation, inp.deep]

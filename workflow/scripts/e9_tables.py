@@ -12,15 +12,17 @@ parts = []
 for path in snakemake.input.runs:
     metrics = pd.read_parquet(path)
     keys = metrics[["multiple", "seed", "d", "d_ff"]].iloc[0].to_dict()
-    summary = ffn_width.run_summary(metrics, p.containment_subspace,
-                                    p.generation_subspace)
+    summary = ffn_width.run_summary(
+        metrics, p.containment_subspace, p.generation_subspace
+    )
     parts.append(summary.assign(**keys))
 summary = pd.concat(parts, ignore_index=True)
 write_parquet(summary, snakemake.output.summary)
 
 # Wide per-run table for reading, and the per-width statistics.
-runs = summary.pivot_table(index=["multiple", "d_ff", "seed", "phase"],
-                           columns="quantity", values="value").reset_index()
+runs = summary.pivot_table(
+    index=["multiple", "d_ff", "seed", "phase"], columns="quantity", values="value"
+).reset_index()
 write_csv(runs, snakemake.output.runs)
 widths = ffn_width.width_table(summary)
 write_csv(widths, snakemake.output.widths)
