@@ -222,7 +222,7 @@ def test_attention_only_stack_matches_transformers(minilm):
 def test_minilm_attention_inside_mlp_outside(minilm):
     from rankcollapse.capture import run_and_capture
 
-    weights = [layer_weights(layer) for layer in minilm.encoder.layer]
+    weights = R.model_weights(minilm)
     sites = [
         f"blocks.{l}.{s}" for l in range(6) for s in ("in", "ln1.out", "mlp.out", "out")
     ]

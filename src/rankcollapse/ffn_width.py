@@ -13,7 +13,6 @@ import torch
 from rankcollapse import reachable, tiny
 from rankcollapse.capture import run_and_capture
 from rankcollapse.metrics import token_metrics
-from rankcollapse.models import layer_weights
 from rankcollapse.verdict import Verdict
 
 # Per-run summaries (one number per run and phase), the names used in every table.
@@ -67,7 +66,7 @@ def measure(bert, ids: torch.Tensor, rtol: float) -> pd.DataFrame:
     have subspace and site None.
     """
     bert.eval()
-    weights = [layer_weights(layer) for layer in bert.encoder.layer]
+    weights = reachable.model_weights(bert)
     sites = [
         f"blocks.{l}.{s}"
         for l in range(len(weights))

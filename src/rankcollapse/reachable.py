@@ -8,13 +8,15 @@ using the tokens' affine hull instead of S tightens it to ``(n-1)(H+1) + 2``.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import scipy.linalg
 import torch
 
 from rankcollapse.capture import run_and_capture
-from rankcollapse.models import LayerWeights
+from rankcollapse.models import LayerWeights, layer_weights
 from rankcollapse.verdict import Verdict
 
 # A generator direction counts when the pivoted-QR diagonal exceeds this times the
@@ -66,6 +68,20 @@ def energy_outside(z: torch.Tensor, basis: torch.Tensor) -> tuple[float, float]:
 
 # ----------------------------------------------------------------------------
 # The reachable subspace of one layer.
+
+
+def model_weights(model) -> list[LayerWeights]:
+    """``layer_weights`` of every layer, float64 on the CPU (bases use LAPACK)."""
+    out = []
+    for layer in model.encoder.layer:
+        w = layer_weights(layer)
+        moved = {f.name: getattr(w, f.name) for f in dataclasses.fields(w)}
+        out.append(
+            LayerWeights(
+                **{k: v.cpu() if torch.is_tensor(v) else v for k, v in moved.items()}
+            )
+        )
+    return out
 
 
 def value_mapped(rows: torch.Tensor, w: LayerWeights) -> torch.Tensor:

@@ -39,7 +39,7 @@ if not chosen:
         "use shorter sentences or corpus.mode sentences"
     )
 
-weights = [models.layer_weights(layer) for layer in model.encoder.layer]
+weights = reachable.model_weights(model)
 with tqdm(total=len(chosen), desc=f"e4 {name}") as bar:
     energy = reachable.layer_energy_table(
         model, chosen, weights, p.corpus["batch_size"], p.basis_rtol, bar

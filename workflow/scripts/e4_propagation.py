@@ -35,7 +35,7 @@ seqs = corpus.tokenise(
     model.config.max_position_embeddings,
 )
 
-weights = [models.layer_weights(layer) for layer in model.encoder.layer]
+weights = reachable.model_weights(model)
 range_dims = [reachable.ln_range(w, p.basis_rtol).shape[1] for w in weights]
 rows = []
 for s in tqdm(seqs, desc=f"e4 propagation {name}"):
