@@ -109,25 +109,6 @@ def test_sst2_reads_local_parquet(tmp_path, minilm_path):
 
 
 # ----------------------------------------------------------------------------
-# Attention entropy.
-
-
-def test_attention_entropy_worked_cases():
-    """Head 0 attends uniformly over the 3 real keys (entropy log 3, normalised 1);
-    head 1 attends to one key (entropy 0). The padded query does not count."""
-    probs = torch.zeros(1, 2, 4, 4, dtype=torch.float64)
-    probs[0, 0, :, :3] = 1 / 3
-    probs[0, 1, :, 0] = 1.0
-    mask = torch.tensor([[1, 1, 1, 0]])
-    ent, norm, queries = pgop_train.attention_entropy(probs, mask)
-    assert torch.allclose(
-        ent / queries, torch.tensor([math.log(3), 0.0], dtype=torch.float64)
-    )
-    assert torch.allclose(norm / queries, torch.tensor([1.0, 0.0], dtype=torch.float64))
-    assert queries.tolist() == [3.0, 3.0]
-
-
-# ----------------------------------------------------------------------------
 # One run of each arm, from scratch.
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -53,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rankcollapse import symmetry
 from rankcollapse.verdict import Verdict
 
 log = logging.getLogger(__name__)
@@ -433,12 +433,6 @@ def kernel_dim(B: torch.Tensor, rtol: float | None = None) -> int:
 # The two symmetries of C4, applied to a model in place and undone on exit.
 
 
-def _head_blocks(layer):
-    """The (Q, K, V) linears and the W_O module of one BERT layer."""
-    att = layer.attention.self
-    return (att.query, att.key, att.value), layer.attention.output.dense
-
-
 @contextmanager
 def heads_permuted(model, perm: list[int], permute_gates: bool = False):
     """Relabel heads h -> perm[h] in W_Q, W_K, W_V, W_O of every layer (in place).
@@ -448,67 +442,47 @@ def heads_permuted(model, perm: list[int], permute_gates: bool = False):
     differ. The weights are restored exactly on exit.
     """
     _, layers = _encoder_layers(model)
-    H = model.config.num_attention_heads
     perm_t = torch.as_tensor(perm)
     saved = [(p, p.detach().clone()) for p in model.parameters()]
     try:
         with torch.no_grad():
             for layer in layers:
-                ins, out = _head_blocks(layer)
-                dk = out.in_features // H
-                for lin in ins:  # rows of (H d_k, d) in head blocks
-                    lin.weight.copy_(lin.weight.view(H, dk, -1)[perm_t].flatten(0, 1))
-                    lin.bias.copy_(lin.bias.view(H, dk)[perm_t].flatten())
-                out.weight.copy_(
-                    out.weight.view(-1, H, dk)[:, perm_t].flatten(1, 2)
-                )  # columns of (d, H d_k)
+                symmetry.permute_heads(layer, perm_t)
+                out = layer.attention.output.dense
                 if permute_gates and isinstance(out, PositionGatedOutput):
                     out.gate.w.copy_(out.gate.w[perm_t])
                     out.gate.c.copy_(out.gate.c[perm_t])
         yield model
     finally:
-        with torch.no_grad():
-            for p, v in saved:
-                p.copy_(v)
+        _restore(saved)
 
 
 @contextmanager
 def heads_gauged(model, seed: int = 0, cond: float = 10.0):
     """The per-head gauge ``W_V^h -> W_V^h G_h``, ``W_O^h -> G_h^-1 W_O^h`` (in place).
 
-    ``G_h`` (d_k x d_k) is drawn with singular values spread from 1 to ``cond``; the
-    value bias moves with W_V. Restored exactly on exit.
+    ``G_h`` (d_k x d_k) is drawn with condition number ``cond``; the value bias moves
+    with W_V. The gate, a scalar per head and position, commutes with ``G_h``.
+    Restored exactly on exit.
     """
     _, layers = _encoder_layers(model)
     H = model.config.num_attention_heads
     gen = torch.Generator().manual_seed(seed)
     saved = [(p, p.detach().clone()) for p in model.parameters()]
     try:
-        with torch.no_grad():
-            for layer in layers:
-                (_, _, value), out = _head_blocks(layer)
-                dk = out.in_features // H
-                dtype, device = value.weight.dtype, value.weight.device
-                for h in range(H):
-                    G = _draw_gauge(dk, cond, gen).to(device=device, dtype=dtype)
-                    rows = slice(h * dk, (h + 1) * dk)
-                    # torch stores W_V^h transposed: (d_k, d) rows; new = G^T rows.
-                    value.weight[rows] = G.T @ value.weight[rows]
-                    value.bias[rows] = value.bias[rows] @ G
-                    # W_O^h is (W_O columns of head h)^T: new columns = cols G^-T.
-                    out.weight[:, rows] = out.weight[:, rows] @ torch.linalg.inv(G).T
+        for layer in layers:
+            w = layer.attention.self.value.weight
+            G = symmetry.random_invertible(w.shape[0] // H, cond, H, gen)
+            symmetry.vo_gauge(layer, G.to(device=w.device, dtype=w.dtype))
         yield model
     finally:
-        with torch.no_grad():
-            for p, v in saved:
-                p.copy_(v)
+        _restore(saved)
 
 
-def _draw_gauge(dk: int, cond: float, gen: torch.Generator) -> torch.Tensor:
-    q1, _ = torch.linalg.qr(torch.randn(dk, dk, generator=gen, dtype=torch.float64))
-    q2, _ = torch.linalg.qr(torch.randn(dk, dk, generator=gen, dtype=torch.float64))
-    s = torch.logspace(0, math.log10(cond), dk, dtype=torch.float64)
-    return q1 @ torch.diag(s) @ q2
+@torch.no_grad()
+def _restore(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    for p, v in saved:
+        p.copy_(v)
 
 
 def cyclic_permutation(n_heads: int) -> list[int]:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from rankcollapse import models, pgop
+from rankcollapse import entropy, models, pgop
 
 log = logging.getLogger(__name__)
 
@@ -277,44 +277,27 @@ def build_task(
 # What a run logs.
 
 
-def attention_entropy(probs: torch.Tensor, mask: torch.Tensor):
-    """Entropy ``-sum_j a_ij log a_ij`` per head, mean over real queries.
-
-    probs (B, H, n, n), mask (B, n). Returns (sum over queries of the entropy, of
-    the entropy divided by log(real keys), number of queries), each (H,), so that
-    batches add up. Worked case: uniform attention over k keys has entropy log k.
-    """
-    ent = -torch.special.xlogy(probs, probs).sum(-1)  # (B, H, n)
-    keys = mask.sum(-1).to(probs.dtype)  # (B,)
-    q = mask.unsqueeze(1).to(probs.dtype)  # (B, 1, n)
-    norm = ent / torch.log(keys).clamp_min(1e-12)[:, None, None]
-    return (
-        (ent * q).sum((0, 2)),
-        (norm * q).sum((0, 2)),
-        q.sum((0, 2)).expand(probs.shape[1]),
-    )
-
-
 @torch.no_grad()
 def evaluate(model: Classifier, task, device, n_gate: int):
-    """Eval loss and accuracy, attention entropy per (layer, head), permutation
-    sensitivity, and the gate matrices of every layer."""
+    """Eval loss and accuracy, attention entropy per (layer, head) (mean over
+    sequences), permutation sensitivity, and the gate matrices of every layer."""
     model.eval()
     loss = correct = count = 0.0
-    ent = ent_norm = queries = None
+    ent = []  # per sequence: (entropy, entropy / log keys), each (L, H)
     for batch in task.eval_set:
         batch = batch.to(device)
-        logits, atts = model(batch, output_attentions=True)
+        logits, atts = model(batch, output_attentions=True)  # atts: L x (B,H,n,n)
         loss += F.cross_entropy(
             logits.flatten(0, -2), batch.labels.flatten(), reduction="sum"
         ).item()
         correct += (logits.argmax(-1) == batch.labels).sum().item()
         count += batch.labels.numel()
-        parts = [attention_entropy(a.double(), batch.attention_mask) for a in atts]
-        e, en, qn = (torch.stack(x) for x in zip(*parts, strict=True))
-        ent = e if ent is None else ent + e
-        ent_norm = en if ent_norm is None else ent_norm + en
-        queries = qn if queries is None else queries + qn
+
+        # Attention entropy of each sequence without its padding, as E7 defines it.
+        probs = torch.stack(atts, dim=1)  # (B, L, H, n, n)
+        for b, n in enumerate(batch.attention_mask.sum(-1).tolist()):
+            h, h_norm = entropy.attention_entropy(probs[b, :, :, :n, :n])
+            ent.append(torch.stack([h, h_norm]))  # (2, L, H)
 
     # Head permutation sensitivity on the first eval batch (gates stay in place).
     first = task.eval_set[0].to(device)
@@ -334,7 +317,8 @@ def evaluate(model: Classifier, task, device, n_gate: int):
         "perm_sensitivity": perm,
     }
     G = pgop.gate_matrices(enc, n_gate) if pgop.is_converted(enc) else None
-    return scalars, (ent / queries, ent_norm / queries), G
+    mean = torch.stack(ent).mean(0).cpu()  # (2, L, H)
+    return scalars, (mean[0], mean[1]), G
 
 
 def _log_rows(step, scalars, entropies, G, rank_rtol) -> list[tuple]:

@@ -1,14 +1,12 @@
 """E6 figure: the trained gates g_ih against position i, one line per head, one
 panel per (task, layer), at the last step of the first seed."""
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from rankcollapse.io import setup_logging  # noqa: E402
+from rankcollapse import plotting
+from rankcollapse.io import setup_logging
 
 log = setup_logging(snakemake.log[0])
 df = pd.read_parquet(snakemake.input[0])
@@ -21,8 +19,8 @@ fig, axes = plt.subplots(
     len(tasks),
     n_layers,
     figsize=(2.6 * n_layers, 2.6 * len(tasks)),
-    squeeze=False,
     sharey=True,
+    squeeze=False,
 )
 for row, task in enumerate(tasks):
     sel = df[df["task"] == task]
@@ -46,6 +44,5 @@ for row, task in enumerate(tasks):
         ax.set_title(f"{task}, layer {layer}", fontsize=9)
         ax.set_ylabel("gate $g_{ih}$" if layer == 0 else "")
 fig.tight_layout()
-fig.savefig(snakemake.output.png, dpi=150)
-fig.savefig(snakemake.output.svg)
+plotting.save(fig, snakemake.output.png)
 log.info("wrote %s", snakemake.output.png)

@@ -1,14 +1,12 @@
 """E6 figure: training curves of vanilla and PG-OP, mean and one standard deviation
 over seeds; columns are tasks, rows are metrics."""
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from rankcollapse.io import setup_logging  # noqa: E402
+from rankcollapse import plotting
+from rankcollapse.io import setup_logging
 
 log = setup_logging(snakemake.log[0])
 METRICS = {
@@ -39,9 +37,9 @@ for col, task in enumerate(tasks):
             x="step",
             y="value",
             hue="arm",
+            hue_order=["vanilla", "pgop"],
             errorbar="sd",
             ax=ax,
-            hue_order=["vanilla", "pgop"],
             legend=(row == 0 and col == 0),
         )
         if metric == "perm_sensitivity":
@@ -51,6 +49,5 @@ for col, task in enumerate(tasks):
         if row == 0:
             ax.set_title(task)
 fig.tight_layout()
-fig.savefig(snakemake.output.png, dpi=150)
-fig.savefig(snakemake.output.svg)
+plotting.save(fig, snakemake.output.png)
 log.info("wrote %s", snakemake.output.png)
