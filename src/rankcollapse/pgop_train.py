@@ -28,6 +28,13 @@ from rankcollapse import entropy, models, pgop
 log = logging.getLogger(__name__)
 
 ARMS = ("vanilla", "pgop")
+
+# The training log, one row per evaluation and metric. layer = head = -1 marks a value
+# of the whole model: train_loss (mean since the last evaluation), eval_loss,
+# eval_accuracy, attn_entropy and attn_entropy_norm (mean over layers, heads and
+# sequences), perm_sensitivity, elapsed_s, and for PG-OP gate_mean, gate_std,
+# gate_min, gate_max. Per layer and head: attn_entropy_head, attn_entropy_norm_head;
+# per layer (head = -1): gate_rank.
 LOG_COLUMNS = ["task", "arm", "seed", "step", "metric", "value", "layer", "head"]
 GATE_COLUMNS = ["task", "arm", "seed", "step", "layer", "head", "position", "gate"]
 
