@@ -145,7 +145,11 @@ rule e6_training_tables:
         training_log="results/e6/training_log.parquet",
         gate_profiles="results/e6/gate_profiles.parquet",
         identifiability="results/e6/identifiability.parquet",
-        scores="results/tables/e6_scores.csv",
+        scores=report(
+            "results/tables/e6_scores.csv",
+            caption=caption("e6_scores"),
+            category="C5 PG-OP",
+        ),
         summary=report(
             "results/tables/e6_score_summary.csv",
             caption=caption("e6_score_summary"),
