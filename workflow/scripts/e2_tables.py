@@ -19,15 +19,12 @@ trials = pd.concat(map(pd.read_parquet, inp.trials), ignore_index=True)
 trial_units = per_unit(trials, trial_keys, "draw")
 trial_table = drop_table(trial_units, trial_keys, p.confidence)
 
-# Wall and CPU time of each trials job, from its Snakemake benchmark.
+# Wall and CPU time of each trials job, from its Snakemake benchmark. Logged,
+# not tabled: a result table must come out identical when rerun.
 jobs = [(m, float(s)) for m in p.models for s in p.scales]
-bench = {
-    job: pd.read_csv(f, sep="\t").iloc[0]
-    for job, f in zip(jobs, inp.benchmarks, strict=True)
-}
-keys = list(zip(trial_table["model"], trial_table["scale"], strict=True))
-trial_table["job_wall_s"] = [bench[k]["s"] for k in keys]
-trial_table["job_cpu_s"] = [bench[k]["cpu_time"] for k in keys]
+for job, f in zip(jobs, inp.benchmarks, strict=True):
+    bench = pd.read_csv(f, sep="\t").iloc[0]
+    log.info("trials %s: %.1f s wall, %.1f s CPU", job, bench["s"], bench["cpu_time"])
 
 # sigma_min / sigma_1 against depth, median and quartiles over draws.
 layers = layer_summary(trials, trial_keys, "sigma_min_ratio")
