@@ -111,7 +111,8 @@ def _result_files(root: Path) -> dict[str, Path]:
     return {
         str(p.relative_to(results)): p
         for p in sorted(results.rglob("*"))
-        if p.suffix in {".parquet", ".csv", ".json"} and p.is_file()
+        if p.suffix in {".parquet", ".csv", ".json"}
+        and p.is_file()
         # timings of the jobs themselves differ between any two runs
         and "run_times" not in p.name
     }
