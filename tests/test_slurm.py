@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 SETUP = REPO / "tests" / "slurm" / "setup.sh"
 TEARDOWN = REPO / "tests" / "slurm" / "teardown.sh"
 STATE = Path(os.environ.get("RANKCOLLAPSE_SLURM_DIR", "/tmp/rankcollapse-slurm"))
-RUN_TIMEOUT_S = 900
+RUN_TIMEOUT_S = 2400
 
 # The workflow run in both places: everything but the book, which only renders.
 TARGETS = ["--omit-from", "book"]
